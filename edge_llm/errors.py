@@ -1,0 +1,25 @@
+"""User-facing errors: each one is printed as a single line by the CLI (tracebacks only with --debug)."""
+
+
+class EdgeLLMError(Exception):
+    """Base for errors caused by the user's input or environment, not by a bug."""
+
+
+class CheckpointError(EdgeLLMError):
+    """The checkpoint folder is missing, incomplete, corrupt or unsupported."""
+
+
+class UnsafePickleError(CheckpointError):
+    """A pickle asked for a global outside the weights-file allowlist; nothing was executed."""
+
+
+class PackageError(EdgeLLMError):
+    """A package folder is missing, incomplete, or written by an incompatible exporter."""
+
+
+class ExportError(EdgeLLMError):
+    """The export could not be completed (output not writable, disk full, validation failed)."""
+
+
+class ContextFullError(EdgeLLMError):
+    """The conversation no longer fits the model's context window."""
