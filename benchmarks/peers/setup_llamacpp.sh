@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Build llama-cpp-python 0.3.36 from its PyPI sdist (and llama-bench from the llama.cpp vendored in
+# that same sdist) into a separate, benchmark-only venv.  Nothing here touches the project's own env.
+#
+# Usage:  benchmarks/peers/setup_llamacpp.sh [VENV_DIR]        (default: <repo>/scratch/peers-venv)
+# Env:    PEERS_SRC_DIR   where the sdist is downloaded/extracted and built (default <repo>/scratch/peers-src)
+#         PEERS_JOBS      compile jobs (default 2)      PEERS_NICE   nice level for compiles (default 10)
+#         PEERS_SKIP_BENCH_BIN=1   do not build llama-bench
+#         PEERS_FORCE=1   rebuild even if the venv already has llama_cpp 0.3.36 and llama-bench exists
+#
+# Idempotent: every step checks whether its result already exists.  The cmake build dir is kept
+# ($PEERS_SRC_DIR/build), so a forced rerun recompiles incrementally.
+#
+# Build flags match what peers.md measured on this machine: -march=native (GGML_NATIVE), OpenMP,
+# CPU_REPACK (Q4_0 -> q4_0_8x8 repack at load) and llamafile sgemm, Release.  LLAVA_BUILD=OFF skips
+# libmtmd (multimodal only; llama_cpp imports it lazily), which the benchmark never uses.
+#
+# llama-bench is built from the SAME cmake build dir as the Python wheel (tools are switched on
+# only for that one target and switched off again), so it links the very libllama/libggml that
+# were compiled for the bindings: "same llama.cpp build" in both rows of the comparison.
+set -euo pipefail
+
+LCPP_PY_VERSION=0.3.36
+GGUF_VERSION=0.19.0
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="${1:-$REPO/scratch/peers-venv}"
+SRC_ROOT="${PEERS_SRC_DIR:-$REPO/scratch/peers-src}"
+JOBS="${PEERS_JOBS:-2}"
+NICE="${PEERS_NICE:-10}"
+SDIST="$SRC_ROOT/llama_cpp_python-$LCPP_PY_VERSION.tar.gz"
+SRC="$SRC_ROOT/llama_cpp_python-$LCPP_PY_VERSION"
+BUILD="$SRC_ROOT/build"
+CMAKE_FLAGS="-DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_CPU_REPACK=ON -DGGML_LLAMAFILE=ON -DLLAVA_BUILD=OFF"
+
+log() { printf '[setup_llamacpp %(%H:%M:%S)T] %s\n' -1 "$*"; }
+
+# 1. venv + pure-Python deps (numpy for the harness, gguf + sentencepiece for make_gguf.py)
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating venv $VENV"
+    python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+if ! "$PY" -c "import numpy, sentencepiece, gguf, importlib.metadata as m; assert m.version('gguf') == '$GGUF_VERSION'" 2>/dev/null; then
+    log "installing numpy gguf==$GGUF_VERSION sentencepiece"
+    "$PY" -m pip install -q numpy "gguf==$GGUF_VERSION" sentencepiece
+fi
+
+have_bindings() {
+    "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$LCPP_PY_VERSION')" 2>/dev/null \
+        && "$PY" -c "import llama_cpp" 2>/dev/null
+}
+# llama-bench is linked into the venv's bin/ (the real file lives in the cmake build dir, next to
+# the libllama/libggml it was linked against).
+BENCH_BIN="$VENV/bin/llama-bench"
+need_bench() { [ "${PEERS_SKIP_BENCH_BIN:-0}" != 1 ] && [ ! -x "$BENCH_BIN" ]; }
+
+if [ "${PEERS_FORCE:-0}" != 1 ] && have_bindings && ! need_bench; then
+    log "already set up: $("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)') in $VENV; llama-bench: $BENCH_BIN"
+    exit 0
+fi
+
+# 2. the sdist (the exact PyPI artefact), extracted once
+mkdir -p "$SRC_ROOT"
+if [ ! -f "$SDIST" ]; then
+    log "downloading sdist llama-cpp-python==$LCPP_PY_VERSION"
+    "$PY" -m pip download -q --no-binary :all: --no-deps -d "$SRC_ROOT" "llama-cpp-python==$LCPP_PY_VERSION"
+fi
+if [ ! -f "$SRC/CMakeLists.txt" ]; then
+    log "extracting $SDIST"
+    tar -xzf "$SDIST" -C "$SRC_ROOT"
+fi
+sha256sum "$SDIST"
+
+# 3. the bindings: pip builds the local sdist tree (in-tree, so the cmake build dir stays valid for
+#    step 4) with scikit-build-core; build-dir keeps the objects for incremental reruns.
+if [ "${PEERS_FORCE:-0}" = 1 ] || ! have_bindings; then
+    log "building llama-cpp-python $LCPP_PY_VERSION (CMAKE_ARGS=$CMAKE_FLAGS, -j$JOBS, nice $NICE)"
+    t0=$(date +%s)
+    CMAKE_ARGS="$CMAKE_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
+        nice -n "$NICE" "$PY" -m pip install -v --no-cache-dir \
+            --config-settings=build-dir="$BUILD" \
+            --config-settings=cmake.build-type=Release \
+            "$SRC" > "$SRC_ROOT/pip-build.log" 2>&1 \
+        || { tail -40 "$SRC_ROOT/pip-build.log"; exit 1; }
+    log "bindings built in $(( $(date +%s) - t0 )) s (log: $SRC_ROOT/pip-build.log)"
+fi
+
+# 4. llama-bench from the same build dir.  Switch the tools tree on, build only that target,
+#    switch it off again so a later `pip install` of the bindings does not build every tool.
+if [ "${PEERS_SKIP_BENCH_BIN:-0}" != 1 ] && { [ "${PEERS_FORCE:-0}" = 1 ] || [ ! -x "$BENCH_BIN" ]; }; then
+    log "building llama-bench in $BUILD"
+    t0=$(date +%s)
+    cmake -S "$SRC" -B "$BUILD" -DLLAMA_BUILD_TOOLS=ON > "$SRC_ROOT/bench-configure.log" 2>&1 \
+        || { tail -40 "$SRC_ROOT/bench-configure.log"; exit 1; }
+    nice -n "$NICE" cmake --build "$BUILD" -j "$JOBS" --target llama-bench > "$SRC_ROOT/bench-build.log" 2>&1 \
+        || { tail -40 "$SRC_ROOT/bench-build.log"; exit 1; }
+    cmake -S "$SRC" -B "$BUILD" -DLLAMA_BUILD_TOOLS=OFF >> "$SRC_ROOT/bench-configure.log" 2>&1
+    built="$(find "$BUILD" -name llama-bench -type f -perm -u+x | head -1)"
+    [ -n "$built" ] || { echo "llama-bench binary not found under $BUILD" >&2; exit 1; }
+    ln -sf "$built" "$BENCH_BIN"
+    log "llama-bench built in $(( $(date +%s) - t0 )) s: $built"
+fi
+
+"$PY" - <<PYEOF
+import llama_cpp
+print("llama_cpp", llama_cpp.__version__, "from", llama_cpp.__file__)
+print(llama_cpp.llama_print_system_info().decode())
+PYEOF
+if [ -x "$BENCH_BIN" ]; then log "llama-bench: $BENCH_BIN -> $(readlink -f "$BENCH_BIN")"; else log "llama-bench: not built"; fi

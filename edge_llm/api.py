@@ -1,0 +1,128 @@
+"""Python API: load a package, then generate / stream / chat. All three run edge_llm.generate."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .errors import ContextFullError
+from .generate import TokenRecord, generate_tokens
+from .sampling import SamplingParams
+from .session import KVCache, ModelSession
+from .tokenizer import Tokenizer, render_chat
+
+
+class Model:
+    def __init__(self, session: ModelSession, *, context_length: int | None = None):
+        self.session = session
+        self.manifest = session.manifest
+        self.tokenizer = Tokenizer(self.manifest)
+        self.context_length = min(context_length or session.context_length, session.context_length)
+        self._cache: KVCache | None = None
+
+    @classmethod
+    def load(cls, package_dir, *, threads: int | None = None, context_length: int | None = None,
+             spinning: bool = True) -> "Model":
+        return cls(ModelSession(Path(package_dir), threads=threads, spinning=spinning), context_length=context_length)
+
+    def cache(self) -> KVCache:
+        """The model's reusable KV cache, emptied."""
+        if self._cache is None:
+            self._cache = self.session.new_cache(self.context_length)
+        self._cache.length = 0
+        return self._cache
+
+    def sampling(self, **overrides) -> SamplingParams:
+        """Defaults from the checkpoint's generation_config.json, overridden by explicit values."""
+        return SamplingParams.from_generation_config(self.manifest.generation, **overrides)
+
+    @property
+    def stop_strings(self) -> list[str]:
+        chat = self.manifest.chat
+        return list(chat["stop_strings"]) if chat else []
+
+    def stream(self, prompt: str | Sequence[int], *, params: SamplingParams | None = None, max_new_tokens: int = 256,
+               stop_strings: Sequence[str] = (), ignore_eos: bool = False) -> Iterator[TokenRecord]:
+        """Plain completion of `prompt` (text, or token ids used as given) without the chat template."""
+        ids = self.tokenizer.encode(prompt, bos=True) if isinstance(prompt, str) else list(prompt)
+        cache = self.cache()
+        _check_fits(len(ids), cache.max_len)
+        return generate_tokens(self.session, self.tokenizer, cache, ids, params=params or SamplingParams(),
+                               max_new_tokens=min(max_new_tokens, cache.max_len - len(ids)),
+                               stop_strings=stop_strings, ignore_eos=ignore_eos)
+
+    def generate(self, prompt: str | Sequence[int], **kw) -> str:
+        return "".join(r.text for r in self.stream(prompt, **kw))
+
+    def chat(self, messages: list[dict], *, params: SamplingParams | None = None, max_new_tokens: int = 256) -> Iterator[TokenRecord]:
+        """One assistant reply to `messages` ([{"role": "user", "content": ...}, ...]), streamed."""
+        conv = Conversation(self)
+        conv.messages = list(messages[:-1])
+        return conv.send(messages[-1]["content"], params=params, max_new_tokens=max_new_tokens)
+
+
+def _check_fits(n: int, max_len: int) -> None:
+    if n >= max_len:
+        raise ContextFullError(f"the prompt is {n} tokens; the context holds {max_len} (including the reply)")
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class Conversation:
+    """Multi-turn chat that keeps its KV cache between turns and drops the oldest turns when full."""
+
+    model: Model
+    messages: list[dict] = field(default_factory=list)
+    dropped_turns: int = 0
+
+    def __post_init__(self):
+        self.cache = self.model.session.new_cache(self.model.context_length)
+        self.cached_ids: list[int] = []   # ids whose keys/values are valid in the cache, in order
+
+    def reset(self) -> None:
+        self.messages.clear()
+        self.cached_ids = []
+        self.cache.length = 0
+
+    def _ids(self, messages) -> list[int]:
+        return render_chat(messages, self.model.manifest.chat, self.model.tokenizer)
+
+    def send(self, text: str, *, params: SamplingParams | None = None, max_new_tokens: int = 256) -> Iterator[TokenRecord]:
+        msgs = self.messages + [{"role": "user", "content": text}]
+        ids = self._ids(msgs)
+        max_len = self.cache.max_len
+        reserve = min(max_new_tokens, max_len // 4)
+        while len(ids) + reserve > max_len and len(msgs) > 1:
+            # drop the oldest exchange (a user message and what follows it up to the next user message)
+            cut = next((i for i in range(1, len(msgs)) if msgs[i]["role"] == "user"), len(msgs) - 1)
+            msgs = msgs[cut:]
+            self.dropped_turns += 1
+            ids = self._ids(msgs)
+        _check_fits(len(ids), max_len)
+        self.messages = msgs
+        reuse = min(_common_prefix(self.cached_ids, ids), len(ids) - 1)
+        self.cache.length = reuse
+        reply: list[int] = []
+        parts: list[str] = []
+        gen = generate_tokens(self.model.session, self.model.tokenizer, self.cache, ids[reuse:],
+                              params=params or SamplingParams(), history=ids[:reuse],
+                              max_new_tokens=min(max_new_tokens, max_len - len(ids)),
+                              stop_strings=self.model.stop_strings)
+        try:
+            for rec in gen:
+                reply.append(rec.token_id)
+                parts.append(rec.text)
+                yield rec
+        finally:
+            # also on Ctrl-C or an abandoned iterator: keep what was said, and which ids are cached
+            fed = ids + reply[:-1]
+            self.cached_ids = fed[: self.cache.length]
+            self.messages.append({"role": "assistant", "content": "".join(parts)})

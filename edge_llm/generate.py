@@ -1,0 +1,106 @@
+"""The one streaming generator behind chat, generate, bench and eval: prefill, then one token at a time.
+
+Every produced token comes out as a TokenRecord, carrying its text (whole characters only) and its
+timing, so the CLI, the Python API and the benchmark all read the same numbers.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .sampling import SamplingParams, make_sampler
+from .session import KVCache, ModelSession
+from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_id: int
+    text: str                  # new text this token completes (may be "" while a character is incomplete)
+    index: int                 # 0 for the first generated token
+    position: int              # its position in the context
+    seconds: float             # wall time of the model step(s) that produced it (prefill for index 0)
+    prompt_tokens: int         # tokens prefilled for this reply (after cache reuse)
+    finish_reason: str | None  # None, or "eos" | "stop" | "length" | "context" on the last record
+
+
+def prefill(session: ModelSession, cache: KVCache, ids: Sequence[int]) -> np.ndarray:
+    """Run the prompt after the cache's valid positions; logits of the last position."""
+    return session.forward(np.asarray(ids, np.int64), cache)
+
+
+def decode_one_token(session: ModelSession, cache: KVCache, token: int) -> np.ndarray:
+    return session.forward(np.array([token], np.int64), cache)
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text and holds back any tail that could still start one."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        buf = self.pending + text
+        for s in self.stops:
+            at = buf.find(s)
+            if at >= 0:
+                self.pending = ""
+                return buf[:at], True
+        hold = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(buf)), 0, -1):
+                if buf.endswith(s[:n]):
+                    hold = max(hold, n)
+                    break
+        self.pending = buf[len(buf) - hold:] if hold else ""
+        return buf[:len(buf) - hold], False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache, new_ids: Sequence[int], *,
+                    params: SamplingParams = SamplingParams(), max_new_tokens: int = 256,
+                    stop_strings: Sequence[str] = (), history: Sequence[int] = (),
+                    ignore_eos: bool = False) -> Iterator[TokenRecord]:
+    """Prefill `new_ids` after the cache's valid positions, then sample until a stop condition.
+
+    The cache ends holding every fed token; the last generated token is not fed (its KV is written
+    when the next turn starts with it). `history` are earlier context ids for the repetition penalty.
+    """
+    sample = make_sampler(params)
+    seen = list(history) + list(new_ids)
+    decoder = tokenizer.stream()
+    stops = StopMatcher(stop_strings)
+    t0 = time.perf_counter()
+    logits = prefill(session, cache, new_ids)
+    prompt_tokens = len(new_ids)
+    for index in range(max_new_tokens):
+        token = sample(logits, seen)
+        seen.append(token)
+        elapsed = time.perf_counter() - t0
+        position = cache.length
+        finish = None
+        if token in tokenizer.eos_ids and not ignore_eos:
+            text, finish = decoder.flush(), "eos"
+            text = stops.feed(text)[0] + stops.flush()
+        else:
+            text, hit = stops.feed(decoder.push(token))
+            if hit:
+                finish = "stop"
+        if finish is None and index == max_new_tokens - 1:
+            finish = "length"
+            text += stops.feed(decoder.flush())[0] + stops.flush()
+        if finish is None and cache.length >= cache.max_len:
+            finish = "context"
+            text += stops.feed(decoder.flush())[0] + stops.flush()
+        yield TokenRecord(token, text, index, position, elapsed, prompt_tokens, finish)
+        if finish is not None:
+            return
+        t0 = time.perf_counter()
+        logits = decode_one_token(session, cache, token)

@@ -1,0 +1,100 @@
+"""Token sampling: a small function outside the model, with an explicit RNG. Temperature 0 is argmax."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0       # 0 = greedy
+    top_k: int = 0                 # 0 = off
+    top_p: float = 1.0             # 1 = off
+    min_p: float = 0.0             # 0 = off; keep tokens with p >= min_p * p_max
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        for name, ok in (("temperature", self.temperature >= 0), ("top_k", self.top_k >= 0),
+                         ("top_p", 0 < self.top_p <= 1), ("min_p", 0 <= self.min_p < 1),
+                         ("repetition_penalty", self.repetition_penalty > 0)):
+            if not ok:
+                raise ValueError(f"invalid {name}: {getattr(self, name)}")
+
+    @classmethod
+    def from_generation_config(cls, gen: dict, **overrides) -> "SamplingParams":
+        base = cls(temperature=float(gen.get("temperature", 0.0)) if gen.get("do_sample", False) else 0.0,
+                   top_k=int(gen.get("top_k", 0) or 0), top_p=float(gen.get("top_p", 1.0)),
+                   repetition_penalty=float(gen.get("repetition_penalty", 1.0)))
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+NUCLEUS_CANDIDATES = 1024
+
+
+def apply_repetition_penalty(logits: np.ndarray, history: Sequence[int], penalty: float) -> np.ndarray:
+    """CTRL-style: divide positive logits of seen tokens by `penalty`, multiply negative ones."""
+    if penalty == 1.0 or not len(history):
+        return logits
+    ids = np.unique(np.asarray(history, dtype=np.int64))
+    logits = logits.copy()
+    vals = logits[ids]
+    logits[ids] = np.where(vals > 0, vals / penalty, vals * penalty)
+    return logits
+
+
+def _filtered_probs(logits: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate ids, probabilities) after temperature, top-k, min-p and top-p."""
+    n = logits.shape[0]
+    k = p.top_k if 0 < p.top_k < n else n
+    # Only the best candidates can survive top-k/top-p: partition instead of sorting 100k+ logits.
+    m = min(k, NUCLEUS_CANDIDATES) if p.top_p < 1.0 or k < n else n
+    if m < n:
+        cand = np.argpartition(-logits, m - 1)[:m]
+    else:
+        cand = np.arange(n)
+    z = logits[cand].astype(np.float64) / p.temperature
+    order = np.argsort(-z, kind="stable")
+    cand, z = cand[order], z[order]
+    # softmax over the full vocabulary, so probabilities are the model's, not renormalised over m
+    zmax = z[0]
+    full = logits.astype(np.float64) / p.temperature
+    denom = np.exp(full - zmax).sum()
+    probs = np.exp(z - zmax) / denom
+    if p.top_p < 1.0 and m < n and probs.sum() < p.top_p and k == n:
+        return _full_nucleus(logits, p)
+    keep = np.ones(len(cand), bool)
+    if p.min_p > 0:
+        keep &= probs >= p.min_p * probs[0]
+    if p.top_p < 1.0:
+        cum = np.cumsum(probs)
+        keep &= (cum - probs) < p.top_p      # smallest prefix whose mass reaches top_p
+    cand, probs = cand[keep], probs[keep]
+    return cand, probs / probs.sum()
+
+
+def _full_nucleus(logits: np.ndarray, p: SamplingParams):
+    """Fallback when the nucleus is wider than NUCLEUS_CANDIDATES tokens: sort everything."""
+    z = logits.astype(np.float64) / p.temperature
+    order = np.argsort(-z, kind="stable")
+    probs = np.exp(z[order] - z[order[0]])
+    probs /= probs.sum()
+    keep = (np.cumsum(probs) - probs) < p.top_p
+    if p.min_p > 0:
+        keep &= probs >= p.min_p * probs[0]
+    return order[keep], probs[keep] / probs[keep].sum()
+
+
+def make_sampler(params: SamplingParams) -> Callable[[np.ndarray, Sequence[int]], int]:
+    rng = np.random.default_rng(params.seed)
+
+    def sample(logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        logits = apply_repetition_penalty(logits, history, params.repetition_penalty)
+        if params.temperature == 0:
+            return int(np.argmax(logits))
+        cand, probs = _filtered_probs(logits, params)
+        return int(cand[rng.choice(len(cand), p=probs)])
+
+    return sample

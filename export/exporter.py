@@ -1,0 +1,165 @@
+"""checkpoint folder -> package folder. The package's manifest.json is the only contract with the runtime."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from edge_llm import __version__
+from edge_llm.errors import CheckpointError, ExportError
+from edge_llm.manifest import FORMAT_VERSION, MANIFEST_NAME
+
+from .checkpoint import open_checkpoint
+from .config import MiniCPMConfig, config_for
+from .minicpm import IO, MiniCPMGraph
+from .onnx_writer import ExternalDataWriter, GraphBuilder
+from .package import atomic_folder, folder_bytes
+from .recipe import Recipe
+from .tokenizer_meta import chat_format, tokenizer_meta
+
+MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
+COPIED = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
+@dataclass
+class ExportResult:
+    package: Path
+    source_bytes: int
+    package_bytes: int
+    seconds: float
+    worst_tensor: dict | None
+    manifest: dict
+
+    @property
+    def compression(self) -> float:
+        return 1.0 - self.package_bytes / self.source_bytes
+
+
+def check_tensors(ckpt, cfg: MiniCPMConfig) -> None:
+    for name, shape in cfg.expected_shapes().items():
+        if name not in ckpt:
+            raise CheckpointError(f"{ckpt.path}: tensor '{name}' is missing from the weights")
+        if tuple(ckpt.shape(name)) != shape:
+            raise CheckpointError(f"{ckpt.path}: tensor '{name}' has shape {tuple(ckpt.shape(name))}, "
+                                  f"config.json implies {shape}")
+
+
+def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force: bool = False,
+                      importance: dict | None = None, validate: bool = True,
+                      progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
+    src, out = Path(src), Path(out)
+    t0 = time.perf_counter()
+    if not src.is_dir():
+        raise CheckpointError(f"{src}: checkpoint folder not found")
+    if not (src / "tokenizer.model").is_file():
+        raise CheckpointError(f"{src / 'tokenizer.model'}: missing (the sentencepiece tokenizer is required)")
+    with open_checkpoint(src) as ckpt:
+        cfg = config_for(ckpt.config, source=str(src / "config.json"))
+        check_tensors(ckpt, cfg)
+        n_tensors, done = len(cfg.expected_shapes()), [0]
+
+        def on_tensor(name):
+            done[0] += 1
+            if progress:
+                progress(name, done[0], n_tensors)
+
+        tok = tokenizer_meta(src)
+        with atomic_folder(out, force=force) as tmp:
+            writer = ExternalDataWriter(tmp, DATA_FILE)
+            try:
+                graph = MiniCPMGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, importance=importance,
+                                     progress=on_tensor)
+                model = graph.build()
+            finally:
+                writer.close()
+            onnx.save_model(model, str(tmp / MODEL_FILE))
+            for name in COPIED:
+                if (src / name).is_file():
+                    shutil.copyfile(src / name, tmp / name)
+            manifest = build_manifest(cfg, recipe, tok, src=src, ckpt=ckpt, report=graph.report)
+            (tmp / "genai_config.json").write_text(json.dumps(genai_config(cfg), indent=2))
+            manifest["sizes"] = {"package_bytes": 0, "weights_bytes": writer.nbytes,
+                                 "source_weights_bytes": ckpt.weights_bytes}
+            _write_manifest(tmp, manifest)
+            # the manifest's own size is part of the package: write twice so the figure is exact
+            manifest["sizes"]["package_bytes"] = folder_bytes(tmp)
+            _write_manifest(tmp, manifest)
+            manifest["sizes"]["package_bytes"] = folder_bytes(tmp)
+            _write_manifest(tmp, manifest)
+            if validate:
+                from .validate import validate_package
+                validate_package(tmp, ckpt=ckpt, cfg=cfg)
+        return ExportResult(out, ckpt.weights_bytes, manifest["sizes"]["package_bytes"],
+                            time.perf_counter() - t0, graph.report.worst(), manifest)
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def build_manifest(cfg: MiniCPMConfig, recipe: Recipe, tok: dict, *, src: Path, ckpt, report) -> dict:
+    gen = {}
+    if (src / "generation_config.json").is_file():
+        gen = json.loads((src / "generation_config.json").read_text(encoding="utf-8"))
+    template = tok.pop("chat_template")
+    return {
+        "format": "edge-llm-package",
+        "format_version": FORMAT_VERSION,
+        "exporter": {"name": "edge-llm", "version": __version__,
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "model": {
+            "architecture": "MiniCPMForCausalLM", "family": "minicpm",
+            "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
+            "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim, "intermediate_size": cfg.intermediate_size,
+            "vocab_size": cfg.vocab_size, "context_length": cfg.max_position_embeddings,
+            "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.rms_norm_eps,
+            "scales": {"scale_emb": cfg.scale_emb, "residual_scale": cfg.residual_scale,
+                       "logit_divisor": cfg.logit_divisor, "folded": ["residual_scale", "logit_divisor"]},
+            "parameters": int(sum(int(np.prod(s)) for s in cfg.expected_shapes().values())),
+        },
+        "files": {"model": MODEL_FILE, "weights": DATA_FILE, "tokenizer": "tokenizer.model"},
+        "io": dict(IO),
+        "kv_cache": {"layout": "BNSH", "dtype": "float32", "num_layers": cfg.num_layers,
+                     "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
+                     "shared_past_present": True, "max_length": cfg.max_position_embeddings},
+        "quantization": {**recipe.to_dict(), "worst_tensor": report.worst(), "tensors": report.rows},
+        "tokenizer": {**tok, "bos_id": cfg.bos_token_id, "eos_ids": list(cfg.eos_token_ids)},
+        "chat": chat_format(template),
+        "generation": {k: gen[k] for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+                       if k in gen},
+        "source": {"path": str(src.absolute()), "format": ckpt.weight_files[0].name,
+                   "files": [p.name for p in ckpt.weight_files], "sha256": ckpt.sha256(),
+                   "weights_bytes": ckpt.weights_bytes},
+    }
+
+
+def genai_config(cfg: MiniCPMConfig) -> dict:
+    """onnxruntime-genai has no MiniCPM type; the graph's I/O is llama's, so it runs as type 'llama'."""
+    return {
+        "model": {
+            "bos_token_id": cfg.bos_token_id, "context_length": cfg.max_position_embeddings,
+            "eos_token_id": list(cfg.eos_token_ids) if len(cfg.eos_token_ids) > 1 else cfg.eos_token_ids[0],
+            "pad_token_id": cfg.eos_token_ids[0], "type": "llama", "vocab_size": cfg.vocab_size,
+            "decoder": {
+                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                "filename": MODEL_FILE, "head_size": cfg.head_dim, "hidden_size": cfg.hidden_size,
+                "num_attention_heads": cfg.num_heads, "num_hidden_layers": cfg.num_layers,
+                "num_key_value_heads": cfg.num_kv_heads,
+                "inputs": {"input_ids": IO["input_ids"], "attention_mask": IO["attention_mask"],
+                           "past_key_names": IO["past_key"].replace("{i}", "%d"),
+                           "past_value_names": IO["past_value"].replace("{i}", "%d")},
+                "outputs": {"logits": IO["logits"], "present_key_names": IO["present_key"].replace("{i}", "%d"),
+                            "present_value_names": IO["present_value"].replace("{i}", "%d")},
+            },
+        },
+        "search": {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
+                   "max_length": cfg.max_position_embeddings, "min_length": 0, "no_repeat_ngram_size": 0,
+                   "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": True,
+                   "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0},
+    }

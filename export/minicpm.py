@@ -1,0 +1,258 @@
+"""MiniCPM v1 as an onnxruntime CPU graph: int4 MatMulNBits, GroupQueryAttention, fused RMSNorms.
+
+    input_ids ─ GatherBlockQuantized(tied table) ─ ×scale_emb ─┐
+                                                                 ▼
+    ┌──────────── layer i (×L) ─────────────────────────────────────────────────────────┐
+    │ [Skip]SimplifiedLayerNorm(input_layernorm) ─ MatMulNBits(q|k|v) ─ GQA(rotary, KV)   │
+    │   ─ MatMulNBits(o_proj · r) ─ SkipSimplifiedLayerNorm(post_attention_layernorm)      │
+    │   ─ MatMulNBits(gate|up) ─ Split ─ silu(gate)·up ─ MatMulNBits(down_proj · r) ───────┤
+    └──────────────────────────────────────────────────────────────────────────────────────┘
+    SkipSimplifiedLayerNorm(norm / (hidden/dim_model_base)) ─ last `logits_to_keep` positions
+      ─ MatMulNBits(tied table) ─ logits
+
+MiniCPM's three scales are exact: scale_emb is a Mul after the lookup (the table is shared with
+the head, so it cannot be folded); the residual scale r = scale_depth/sqrt(L) is folded into
+o_proj and down_proj (each branch ends in a bias-free Linear); the logit divisor is folded into the
+final norm's weight (the head is bias-free). Folding happens in float32 before quantization.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from .config import MiniCPMConfig
+from .onnx_writer import GraphBuilder
+from .quant import QTensor, dequantize_int4, quantize_int4
+from .recipe import Recipe
+
+MS = "com.microsoft"
+IO = {
+    "input_ids": "input_ids",
+    "attention_mask": "attention_mask",
+    "logits_to_keep": "logits_to_keep",
+    "past_key": "past_key_values.{i}.key",
+    "past_value": "past_key_values.{i}.value",
+    "present_key": "present.{i}.key",
+    "present_value": "present.{i}.value",
+    "logits": "logits",
+}
+
+
+class QuantReport:
+    """Per-tensor quantization error, for the export summary and the manifest."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, name: str, w: np.ndarray, q: QTensor) -> None:
+        err = dequantize_int4(q) - w
+        rms = float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) or 1.0
+        self.rows.append({"tensor": name, "shape": list(w.shape), "block_size": q.block_size,
+                          "max_abs_error": float(np.abs(err).max()),
+                          "rel_rms_error": float(np.sqrt(np.mean(err.astype(np.float64) ** 2)) / rms)})
+
+    def worst(self) -> dict | None:
+        return max(self.rows, key=lambda r: r["rel_rms_error"], default=None)
+
+
+class MiniCPMGraph:
+    def __init__(self, cfg: MiniCPMConfig, recipe: Recipe, g: GraphBuilder, *,
+                 get: Callable[[str], np.ndarray], importance: dict[str, np.ndarray] | None = None,
+                 progress: Callable[[str], None] = lambda name: None):
+        self.cfg, self.recipe, self.g, self.get = cfg, recipe, g, get
+        self.importance = importance or {}
+        self.progress = progress
+        self.report = QuantReport()
+
+    # -- weights -----------------------------------------------------------------------------
+    def _quantize(self, name: str, w: np.ndarray, block: int, importance=None) -> QTensor:
+        r = self.recipe
+        q = quantize_int4(w, block_size=block, symmetric=r.symmetric, clip_search=r.clip_search,
+                          importance=importance if r.activation_aware else None)
+        self.report.add(name, w, q)
+        return q
+
+    def _store_q(self, name: str, q: QTensor) -> list[str]:
+        g = self.g
+        inputs = [g.weight(f"{name}.q4", q.codes), g.weight(f"{name}.scales", q.scales)]
+        if q.zero_points is not None:
+            inputs.append(g.weight(f"{name}.zero_points", q.zero_points))
+        return inputs
+
+    def linear(self, x: str, names: list[str], path: str, *, scale: float = 1.0) -> str:
+        """y = x @ concat(W_names)^T, as one MatMulNBits (int4) or MatMul (fp32)."""
+        w = np.concatenate([self.get(n) for n in names], axis=0) if len(names) > 1 else self.get(names[0])
+        if scale != 1.0:
+            w = w * np.float32(scale)
+        stored = names[0] if len(names) == 1 else "+".join(names)
+        n_out, k = w.shape
+        for n in names:
+            self.progress(n)
+        if self.recipe.precision == "fp32":
+            return self.g.op1("MatMul", [x, self.g.weight(stored, np.ascontiguousarray(w.T))], f"{path}/MatMul")
+        block = self.recipe.block_for(names[0])
+        imp = self.importance.get(names[0])
+        q = self._quantize(stored, w, block, imp)
+        return self.g.op1("MatMulNBits", [x] + self._store_q(stored, q), f"{path}/MatMulNBits", domain=MS,
+                          K=k, N=n_out, bits=4, block_size=block, accuracy_level=self.recipe.accuracy_level)
+
+    # -- graph ---------------------------------------------------------------------------------
+    def build(self):
+        cfg, g = self.cfg, self.g
+        L = cfg.num_layers
+        inputs = [
+            helper.make_tensor_value_info(IO["input_ids"], TensorProto.INT64, ["batch_size", "sequence_length"]),
+            helper.make_tensor_value_info(IO["attention_mask"], TensorProto.INT64, ["batch_size", "total_sequence_length"]),
+        ]
+        outputs = [helper.make_tensor_value_info(IO["logits"], TensorProto.FLOAT, ["batch_size", "logits_length", cfg.vocab_size])]
+        kv_shape_in = ["batch_size", cfg.num_kv_heads, "past_sequence_length", cfg.head_dim]
+        kv_shape_out = ["batch_size", cfg.num_kv_heads, "present_sequence_length", cfg.head_dim]
+        for i in range(L):
+            for kind in ("key", "value"):
+                inputs.append(helper.make_tensor_value_info(IO[f"past_{kind}"].format(i=i), TensorProto.FLOAT, kv_shape_in))
+                outputs.append(helper.make_tensor_value_info(IO[f"present_{kind}"].format(i=i), TensorProto.FLOAT, kv_shape_out))
+        # An input with an initializer of the same name is optional: onnxruntime-genai never feeds it
+        # and gets logits for the last position only; evaluation feeds a large value to get all of them.
+        inputs.append(helper.make_tensor_value_info(IO["logits_to_keep"], TensorProto.INT64, [1]))
+        g.initializers.append(helper.make_tensor(IO["logits_to_keep"], TensorProto.INT64, [1], [1]))
+
+        seqlens_k, total_len = self._attention_lengths()
+        cos, sin = self._rotary_caches()
+        head = self._head_weights()
+        x = self._embedding(head)
+
+        residual, pending = x, None      # `pending` = last branch output not yet added to the residual
+        for i in range(L):
+            p = f"model.layers.{i}"
+            normed, residual = self._norm(pending, residual, f"{p}.input_layernorm.weight", f"/model/layers.{i}/input_layernorm")
+            attn = self._attention(i, normed, seqlens_k, total_len, cos, sin)
+            normed, residual = self._norm(attn, residual, f"{p}.post_attention_layernorm.weight",
+                                          f"/model/layers.{i}/post_attention_layernorm")
+            pending = self._mlp(i, normed)
+        final_w = self.get("model.norm.weight") / np.float32(cfg.logit_divisor)
+        h, _ = self._norm(pending, residual, "model.norm.weight", "/model/norm", weight=final_w, need_residual=False)
+        h = self._keep_last(h)
+        logits = self._lm_head(h, head)
+        g.nodes.append(helper.make_node("Identity", [logits], [IO["logits"]], name="/model/logits/Identity"))
+        graph = helper.make_graph(g.nodes, "minicpm", inputs, outputs, initializer=g.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)],
+                                  producer_name="edge-llm")
+        model.ir_version = 10
+        return model
+
+    def _attention_lengths(self):
+        """GQA wants seqlens_k = total - 1 (int32, [B]) and total_sequence_length (int32 scalar)."""
+        g = self.g
+        mask = IO["attention_mask"]
+        s = g.op1("ReduceSum", [mask, g.const([1])], "/model/attn_mask/ReduceSum", keepdims=0)
+        s = g.op1("Sub", [s, g.const(1)], "/model/attn_mask/Sub")
+        seqlens_k = g.op1("Cast", [s], "/model/attn_mask/seqlens_k/Cast", to=TensorProto.INT32)
+        shape = g.op1("Shape", [mask], "/model/attn_mask/Shape")
+        total = g.op1("Gather", [shape, g.const(1)], "/model/attn_mask/Gather", axis=0)
+        total = g.op1("Cast", [total], "/model/attn_mask/total/Cast", to=TensorProto.INT32)
+        return seqlens_k, total
+
+    def _rotary_caches(self):
+        """cos/sin caches (max_pos, head_dim/2) computed in the graph from inv_freq and folded by
+        onnxruntime at load: identical values to the reference's fp32 outer product, zero bytes on disk."""
+        cfg, g = self.cfg, self.g
+        hd = cfg.head_dim
+        inv_freq = (1.0 / (cfg.rope_theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))).astype(np.float32)
+        inv = g.weight("/model/rotary/inv_freq", inv_freq)
+        pos = g.op1("Range", [g.const(0.0, np.float32), g.const(float(cfg.max_position_embeddings), np.float32),
+                              g.const(1.0, np.float32)], "/model/rotary/Range")
+        pos = g.op1("Unsqueeze", [pos, g.const([1])], "/model/rotary/Unsqueeze")
+        freqs = g.op1("Mul", [pos, inv], "/model/rotary/Mul")                   # (max_pos, hd/2)
+        return g.op1("Cos", [freqs], "/model/rotary/Cos"), g.op1("Sin", [freqs], "/model/rotary/Sin")
+
+    def _head_weights(self):
+        """The tied table, quantized once: it serves both the embedding lookup and the lm_head."""
+        cfg = self.cfg
+        name = "model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"
+        w = self.get(name)
+        self.progress(name)
+        if self.recipe.precision == "fp32":
+            return {"name": name, "input": self.g.weight(name, w)}
+        q = self._quantize(name, w, self.recipe.lm_head_block)
+        return {"name": name, "q": q, "inputs": self._store_q(name, q)}
+
+    def _embedding(self, head) -> str:
+        cfg, g = self.cfg, self.g
+        ids = IO["input_ids"]
+        if not cfg.tie_word_embeddings:
+            emb_w = self.get("model.embed_tokens.weight")
+            self.progress("model.embed_tokens.weight")
+            x = g.op1("Gather", [g.weight("model.embed_tokens.weight", emb_w), ids], "/model/embed_tokens/Gather")
+        elif self.recipe.precision == "fp32":
+            x = g.op1("Gather", [head["input"], ids], "/model/embed_tokens/Gather")
+        else:
+            q: QTensor = head["q"]
+            v, nb = q.scales.shape
+            # GatherBlockQuantized reads the lm_head's packed codes (V, nb, bs/2) as they are, with the
+            # block along the last axis; only the small scales/zero points get a reshaped view.
+            scales = g.op1("Reshape", [head["inputs"][1], g.const([v, nb, 1])], "/model/embed_tokens/scales/Reshape")
+            gbq_in = [head["inputs"][0], ids, scales]
+            if q.zero_points is not None:
+                from .quant import pack_nibbles, unpack_nibbles
+                zp = unpack_nibbles(q.zero_points)[:, :nb].reshape(v, nb, 1)
+                gbq_in.append(g.weight(f"{head['name']}.embed_zero_points", pack_nibbles(np.pad(zp, ((0, 0), (0, 0), (0, 1))))))
+            x = g.op1("GatherBlockQuantized", gbq_in, "/model/embed_tokens/GatherBlockQuantized", domain=MS,
+                      bits=4, block_size=q.block_size, gather_axis=0, quantize_axis=2)   # (B, S, nb, bs)
+            shape = g.op1("Concat", [g.op1("Slice", [g.op1("Shape", [ids], "/model/embed_tokens/Shape"), g.const([0]), g.const([2])],
+                                           "/model/embed_tokens/Slice"), g.const([nb * q.block_size])],
+                          "/model/embed_tokens/Concat", axis=0)
+            x = g.op1("Reshape", [x, shape], "/model/embed_tokens/Reshape")
+            if nb * q.block_size != cfg.hidden_size:
+                x = g.op1("Slice", [x, g.const([0]), g.const([cfg.hidden_size]), g.const([2])], "/model/embed_tokens/Trim")
+        return g.op1("Mul", [x, g.const(cfg.scale_emb, np.float32)], "/model/embed_tokens/scale_emb/Mul")
+
+    def _norm(self, branch, residual, name, path, *, weight=None, need_residual=True):
+        """RMSNorm of (residual + branch); returns (normed, new residual)."""
+        g, eps = self.g, self.cfg.rms_norm_eps
+        w = g.weight(name, (self.get(name) if weight is None else weight).astype(np.float32))
+        if branch is None:
+            return g.op1("SimplifiedLayerNormalization", [residual, w], f"{path}/SimplifiedLayerNorm",
+                         axis=-1, epsilon=eps, stash_type=1), residual
+        outs = [f"{path}/output_0", "", "", f"{path}/output_3" if need_residual else ""]
+        outs = g.op("SkipSimplifiedLayerNormalization", [branch, residual, w], f"{path}/SkipLayerNorm",
+                    outputs=outs, domain=MS, epsilon=eps)
+        return outs[0], outs[3]
+
+    def _attention(self, i, x, seqlens_k, total_len, cos, sin) -> str:
+        cfg, g = self.cfg, self.g
+        p, path = f"model.layers.{i}.self_attn", f"/model/layers.{i}/attn"
+        qkv = self.linear(x, [f"{p}.q_proj.weight", f"{p}.k_proj.weight", f"{p}.v_proj.weight"], f"{path}/qkv_proj")
+        attn = g.op("GroupQueryAttention",
+                    [qkv, "", "", IO["past_key"].format(i=i), IO["past_value"].format(i=i), seqlens_k, total_len, cos, sin],
+                    f"{path}/GroupQueryAttention", domain=MS,
+                    outputs=[f"{path}/GroupQueryAttention/output_0", IO["present_key"].format(i=i), IO["present_value"].format(i=i)],
+                    num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=1, rotary_interleaved=0,
+                    scale=1.0 / float(np.sqrt(cfg.head_dim)))[0]
+        return self.linear(attn, [f"{p}.o_proj.weight"], f"{path}/o_proj", scale=cfg.residual_scale)
+
+    def _mlp(self, i, x) -> str:
+        cfg, g = self.cfg, self.g
+        p, path = f"model.layers.{i}.mlp", f"/model/layers.{i}/mlp"
+        gate_up = self.linear(x, [f"{p}.gate_proj.weight", f"{p}.up_proj.weight"], f"{path}/gate_up_proj")
+        ff = cfg.intermediate_size
+        gate, up = g.op("Split", [gate_up, g.const([ff, ff])], f"{path}/Split", outputs=2, axis=-1)
+        act = g.op1("Mul", [gate, g.op1("Sigmoid", [gate], f"{path}/act/Sigmoid")], f"{path}/act/Mul")
+        h = g.op1("Mul", [act, up], f"{path}/Mul")
+        return self.linear(h, [f"{p}.down_proj.weight"], f"{path}/down_proj", scale=cfg.residual_scale)
+
+    def _keep_last(self, h: str) -> str:
+        """h[:, -logits_to_keep:, :] so prefill never materialises (T, vocab) logits."""
+        g = self.g
+        start = g.op1("Neg", [IO["logits_to_keep"]], "/model/logits_to_keep/Neg")
+        return g.op1("Slice", [h, start, g.const([np.iinfo(np.int64).max]), g.const([1])], "/model/logits_to_keep/Slice")
+
+    def _lm_head(self, h: str, head) -> str:
+        cfg, g = self.cfg, self.g
+        if self.recipe.precision == "fp32":
+            wt = g.op1("Transpose", [head["input"]], "/lm_head/Transpose", perm=[1, 0])
+            return g.op1("MatMul", [h, wt], "/lm_head/MatMul")
+        q: QTensor = head["q"]
+        return g.op1("MatMulNBits", [h] + head["inputs"], "/lm_head/MatMulNBits", domain=MS, K=cfg.hidden_size,
+                     N=cfg.vocab_size, bits=4, block_size=q.block_size, accuracy_level=self.recipe.accuracy_level)

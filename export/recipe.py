@@ -1,0 +1,55 @@
+"""Quantization recipes: what the exporter does to each weight. Recorded verbatim in the manifest."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from edge_llm.errors import ExportError
+
+from .quant import SUPPORTED_BLOCK_SIZES
+
+
+@dataclass(frozen=True)
+class Recipe:
+    precision: str = "int4"          # int4 | fp32
+    block_size: int = 32             # linear layers (MatMulNBits)
+    head_block_size: int | None = None  # tied embedding / lm_head; None = block_size
+    symmetric: bool = True
+    accuracy_level: int = 4          # 4 = int8 activations (fast path on x86 and ARM); 0/1 = fp32
+    clip_search: bool = False        # per-block range search minimising reconstruction error
+    activation_aware: bool = False   # weight the clip search by calibration activations (AWQ-style)
+    calibration: str | None = None   # text file for activation statistics; None = bundled default
+    overrides: dict = field(default_factory=dict)  # tensor-name substring -> {"block_size": n}
+
+    def __post_init__(self):
+        if self.precision not in ("int4", "fp32"):
+            raise ExportError(f"precision '{self.precision}' is not supported (int4 or fp32)")
+        for bs in (self.block_size, self.head_block_size):
+            if bs is not None and bs not in SUPPORTED_BLOCK_SIZES:
+                raise ExportError(f"block size {bs} is not supported: onnxruntime's int4 fast path takes "
+                                  f"{', '.join(map(str, SUPPORTED_BLOCK_SIZES))}")
+        if self.accuracy_level not in (0, 1, 2, 3, 4):
+            raise ExportError(f"accuracy level {self.accuracy_level} must be 0..4")
+
+    @property
+    def lm_head_block(self) -> int:
+        return self.head_block_size or self.block_size
+
+    def block_for(self, name: str) -> int:
+        for key, opts in self.overrides.items():
+            if key in name and "block_size" in opts:
+                return int(opts["block_size"])
+        return self.block_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPES = {
+    # name -> Recipe; `edge-llm export --recipe NAME`. The default is chosen in the README from measured quality.
+    "rtn-b32": Recipe(block_size=32),
+    "rtn-b128": Recipe(block_size=128),
+    "clip-asym-b64": Recipe(block_size=64, symmetric=False, clip_search=True),
+    "clip-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True),
+    "awq-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True, activation_aware=True),
+    "fp32": Recipe(precision="fp32"),
+}
