@@ -94,7 +94,8 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
             _write_manifest(tmp, manifest)
             if validate:
                 from .validate import validate_package
-                validate_package(tmp, ckpt=ckpt, cfg=cfg)
+                manifest["validation"] = validate_package(tmp, ckpt=ckpt, cfg=cfg)
+                _write_manifest(tmp, manifest)
         return ExportResult(out, ckpt.weights_bytes, manifest["sizes"]["package_bytes"],
                             time.perf_counter() - t0, graph.report.worst(), manifest)
 

@@ -92,7 +92,7 @@ class MiniCPMGraph:
             self.progress(n)
         if self.recipe.precision == "fp32":
             return self.g.op1("MatMul", [x, self.g.weight(stored, np.ascontiguousarray(w.T))], f"{path}/MatMul")
-        block = self.recipe.block_for(names[0])
+        block = self.recipe.block_for(names[0], k)
         imp = self.importance.get(names[0])
         q = self._quantize(stored, w, block, imp)
         return self.g.op1("MatMulNBits", [x] + self._store_q(stored, q), f"{path}/MatMulNBits", domain=MS,
@@ -175,7 +175,8 @@ class MiniCPMGraph:
         self.progress(name)
         if self.recipe.precision == "fp32":
             return {"name": name, "input": self.g.weight(name, w)}
-        q = self._quantize(name, w, self.recipe.lm_head_block)
+        q = self._quantize(name, w, self.recipe.block_for(name, w.shape[1]) if self.recipe.head_block_size is None
+                           else self.recipe.lm_head_block)
         return {"name": name, "q": q, "inputs": self._store_q(name, q)}
 
     def _embedding(self, head) -> str:

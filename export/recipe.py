@@ -19,6 +19,7 @@ class Recipe:
     activation_aware: bool = False   # weight the clip search by calibration activations (AWQ-style)
     calibration: str | None = None   # text file for activation statistics; None = bundled default
     overrides: dict = field(default_factory=dict)  # tensor-name substring -> {"block_size": n}
+    target: str = "any"              # "arm": keep every tensor on the KleidiAI fast path
 
     def __post_init__(self):
         if self.precision not in ("int4", "fp32"):
@@ -34,11 +35,17 @@ class Recipe:
     def lm_head_block(self) -> int:
         return self.head_block_size or self.block_size
 
-    def block_for(self, name: str) -> int:
+    def block_for(self, name: str, k: int) -> int:
+        """Block size for a tensor with K input features. On ARM the block must divide K."""
+        bs = self.block_size
         for key, opts in self.overrides.items():
             if key in name and "block_size" in opts:
-                return int(opts["block_size"])
-        return self.block_size
+                bs = int(opts["block_size"])
+        if self.target == "arm":
+            bs = min(bs, 128)
+            while bs > 32 and k % bs:
+                bs //= 2
+        return bs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,3 +60,4 @@ RECIPES = {
     "awq-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True, activation_aware=True),
     "fp32": Recipe(precision="fp32"),
 }
+DEFAULT_RECIPE = "rtn-b32"

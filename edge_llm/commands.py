@@ -1,0 +1,1 @@
+"""Commands that live in their own modules register here, so cli.py stays a table of contents."""

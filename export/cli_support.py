@@ -1,0 +1,71 @@
+"""Glue between `edge-llm export` and the exporter: recipe from flags, and the final summary."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from edge_llm.errors import ExportError
+
+from .exporter import ExportResult, export_checkpoint
+from .recipe import DEFAULT_RECIPE, RECIPES, Recipe
+
+
+def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetric=None, accuracy_level=None,
+                calibration=None, target="any") -> Recipe:
+    if precision == "fp32":
+        return RECIPES["fp32"]
+    if recipe_name is not None and recipe_name not in RECIPES:
+        raise ExportError(f"unknown recipe '{recipe_name}'; known: {', '.join(RECIPES)}")
+    r = RECIPES[recipe_name or DEFAULT_RECIPE]
+    changes = {}
+    if block_size is not None:
+        changes["block_size"] = block_size
+        changes["head_block_size"] = None
+    if asymmetric is not None:
+        changes["symmetric"] = not asymmetric
+    if accuracy_level is not None:
+        changes["accuracy_level"] = accuracy_level
+    if calibration is not None:
+        changes["calibration"] = str(calibration)
+    if target == "arm":
+        # KleidiAI int4 kernels: block a multiple of 32 and at most 128 here, K divisible by the block,
+        # symmetric weights (older onnxruntime releases take no zero points on that path).
+        changes["symmetric"] = True
+        changes["target"] = "arm"
+    r = replace(r, **changes)
+    return r
+
+
+def run_export(src: Path, out: Path, *, precision, recipe_name, block_size, asymmetric, accuracy_level, calibration,
+               target, force, validate, progress) -> str:
+    recipe = make_recipe(precision=precision, recipe_name=recipe_name, block_size=block_size, asymmetric=asymmetric,
+                         accuracy_level=accuracy_level, calibration=calibration, target=target)
+    result = export_checkpoint(src, out, recipe=recipe, force=force, validate=validate, progress=progress)
+    return summary(result)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def summary(r: ExportResult) -> str:
+    q = r.manifest["quantization"]
+    lines = [
+        f"exported {r.package}",
+        f"  recipe      {q['precision']}" + (f", block {q['block_size']} (head {q['head_block_size'] or q['block_size']}), "
+                                            f"{'symmetric' if q['symmetric'] else 'asymmetric'}, accuracy level "
+                                            f"{q['accuracy_level']}" if q["precision"] == "int4" else ""),
+        f"  source      {_mb(r.source_bytes)} ({', '.join(r.manifest['source']['files'])})",
+        f"  package     {_mb(r.package_bytes)} ({r.package_bytes / r.source_bytes:.1%} of the source, "
+        f"{r.compression:.1%} smaller)",
+        f"  time        {r.seconds:.1f} s",
+    ]
+    if r.worst_tensor:
+        w = r.worst_tensor
+        lines.append(f"  worst tensor {w['tensor']}: relative RMS error {w['rel_rms_error']:.4f}, "
+                     f"max abs error {w['max_abs_error']:.4g}")
+    v = r.manifest.get("validation")
+    if v and "max_abs_diff" in v:
+        lines.append(f"  validation  logits vs numpy reference: max |diff| {v['max_abs_diff']:.3g}, "
+                     f"top-1 agreement {v['top1_agreement']:.1%} (16-token probe)")
+    return "\n".join(lines)
