@@ -159,3 +159,7 @@ def _register_optional():
 
 
 _register_optional()
+
+
+if __name__ == "__main__":
+    main()

@@ -84,18 +84,17 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
                     shutil.copyfile(src / name, tmp / name)
             manifest = build_manifest(cfg, recipe, tok, src=src, ckpt=ckpt, report=graph.report)
             (tmp / "genai_config.json").write_text(json.dumps(genai_config(cfg), indent=2))
-            manifest["sizes"] = {"package_bytes": 0, "weights_bytes": writer.nbytes,
-                                 "source_weights_bytes": ckpt.weights_bytes}
-            _write_manifest(tmp, manifest)
-            # the manifest's own size is part of the package: write twice so the figure is exact
-            manifest["sizes"]["package_bytes"] = folder_bytes(tmp)
-            _write_manifest(tmp, manifest)
-            manifest["sizes"]["package_bytes"] = folder_bytes(tmp)
             _write_manifest(tmp, manifest)
             if validate:
                 from .validate import validate_package
                 manifest["validation"] = validate_package(tmp, ckpt=ckpt, cfg=cfg)
+            manifest["sizes"] = {"package_bytes": 0, "weights_bytes": writer.nbytes,
+                                 "source_weights_bytes": ckpt.weights_bytes}
+            # the manifest's own size is part of the package: rewrite until the figure is exact
+            for _ in range(3):
                 _write_manifest(tmp, manifest)
+                manifest["sizes"]["package_bytes"] = folder_bytes(tmp)
+            _write_manifest(tmp, manifest)
         return ExportResult(out, ckpt.weights_bytes, manifest["sizes"]["package_bytes"],
                             time.perf_counter() - t0, graph.report.worst(), manifest)
 

@@ -106,7 +106,7 @@ class MiniCPMGraph:
             helper.make_tensor_value_info(IO["input_ids"], TensorProto.INT64, ["batch_size", "sequence_length"]),
             helper.make_tensor_value_info(IO["attention_mask"], TensorProto.INT64, ["batch_size", "total_sequence_length"]),
         ]
-        outputs = [helper.make_tensor_value_info(IO["logits"], TensorProto.FLOAT, ["batch_size", "logits_length", cfg.vocab_size])]
+        outputs = [helper.make_tensor_value_info(IO["logits"], TensorProto.FLOAT, ["batch_size", 1, cfg.vocab_size])]
         kv_shape_in = ["batch_size", cfg.num_kv_heads, "past_sequence_length", cfg.head_dim]
         kv_shape_out = ["batch_size", cfg.num_kv_heads, "present_sequence_length", cfg.head_dim]
         for i in range(L):

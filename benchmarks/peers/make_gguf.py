@@ -364,20 +364,29 @@ def verify_load(path: Path, n_tokens: int = 8, threads: int = 2) -> dict:
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=threads,
                           n_threads_batch=threads, verbose=False)
     load_s = time.perf_counter() - t0
+    n_vocab = llm.n_vocab()
+
+    def last_logits() -> np.ndarray:
+        # Llama.eval() no longer copies logits into llm.scores unless logits_all=True (0.3.x),
+        # so read llama.cpp's output buffer for the last token directly.
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+
     prompt = [1] + list(range(1345, 1345 + 15))
     t0 = time.perf_counter()
     llm.eval(prompt)
     out = []
     for _ in range(n_tokens):
-        logits = np.asarray(llm.scores[llm.n_tokens - 1])
-        if not np.isfinite(logits).all():
+        logits = last_logits()
+        if not np.isfinite(logits).all() or not logits.any():
             raise RuntimeError("non-finite logits")
         tok = int(np.argmax(logits))
         out.append(tok)
         llm.eval([tok])
     gen_s = time.perf_counter() - t0
     res = {"load_s": round(load_s, 2), "prompt_len": len(prompt), "generated": out,
-           "eval_s": round(gen_s, 2), "n_vocab": llm.n_vocab(), "n_ctx": llm.n_ctx()}
+           "eval_s": round(gen_s, 2), "n_vocab": n_vocab, "n_ctx": llm.n_ctx(),
+           "last_logits_std": float(np.std(last_logits()))}
     llm.close()
     return res
 

@@ -43,7 +43,8 @@ def hardware_cost_per_mtok(*, device_price: float, lifetime_years: float, duty_c
 def tokens_per_currency(*, device_price: float, lifetime_years: float, duty_cycle: float,
                         tokens_per_s: float, joules_per_token: float | None = None,
                         price_per_kwh: float | None = None, days_per_year: float = 365.0) -> float:
-    """Tokens per unit of currency: hardware alone, plus electricity when both energy args are given."""
+    """Tokens per unit of currency: hardware alone, plus electricity when both energy arguments
+    are given."""
     per_mtok = hardware_cost_per_mtok(device_price=device_price, lifetime_years=lifetime_years,
                                       duty_cycle=duty_cycle, tokens_per_s=tokens_per_s,
                                       days_per_year=days_per_year)

@@ -14,8 +14,8 @@ where `energy_uj` is root-only after CVE-2020-8694): a stated linear model of th
 which equals `idle + (tdp - idle) * utilization` with `tdp = idle + watts_per_busy_core * logical
 cores` and `utilization = CPU s / (wall s * logical cores)`. Defaults (SoC/package level, rough):
 
-    x86_64   idle 10 W, 10 W per busy core   desktop/laptop core at all-core turbo incl. uncore share
-    aarch64  idle 1 W,  1.5 W per busy core  phone/SBC: Cortex-A76 ~1.5-2 W at 2.4-2.8 GHz, A55 ~0.3 W
+    x86_64   idle 10 W, 10 W per busy core   desktop/laptop core at all-core turbo + uncore share
+    aarch64  idle 1 W, 1.5 W per busy core   phone/SBC: A76 ~1.5-2 W at 2.4-2.8 GHz, A55 ~0.3 W
 
 Pass `tdp_watts` / `idle_watts` (or a `PowerModel`) for the machine at hand; every estimated reading
 has `measured=False` and a `source` that starts with "estimated:" and spells out the model.
@@ -142,7 +142,8 @@ class EnergyMeter:
     once per counter range (~an hour for RAPL at 70 W) in long runs so each wrap is seen.
     """
 
-    def __init__(self, *, root: str | os.PathLike = "/", counters: list[EnergyCounter] | None = None,
+    def __init__(self, *, root: str | os.PathLike = "/",
+                 counters: list[EnergyCounter] | None = None,
                  power_model: PowerModel | None = None, tdp_watts: float | None = None,
                  idle_watts: float | None = None, subtract_idle: bool = False,
                  arch: str | None = None, logical_cores: int | None = None,

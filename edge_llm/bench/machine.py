@@ -1,4 +1,4 @@
-"""Describe the machine a benchmark ran on, so results from ARM phones, boards and x86 boxes compare.
+"""Describe the machine a benchmark ran on, so ARM phone, board and x86 results compare.
 
 `detect_machine()` returns a JSON-serialisable dict. Every hardware field is read from files under
 `proc_root` (`<root>/proc/cpuinfo`, `<root>/proc/meminfo`, `<root>/sys/devices/system/cpu/...`), so
@@ -47,10 +47,14 @@ _PARTS: dict[tuple[int, int], tuple[str, str | None]] = {
         0xD85: "Cortex-X925", 0xD87: "Cortex-A725", 0xD8E: "Neoverse-N3",
     }.items()},
     # Qualcomm Kryo 2xx-4xx are "built on Arm Cortex technology" derivatives of stock cores.
-    (0x51, 0x800): ("Kryo 2xx Gold", "Cortex-A73"), (0x51, 0x801): ("Kryo 2xx Silver", "Cortex-A53"),
-    (0x51, 0x802): ("Kryo 3xx Gold", "Cortex-A75"), (0x51, 0x803): ("Kryo 3xx Silver", "Cortex-A55"),
-    (0x51, 0x804): ("Kryo 4xx Gold", "Cortex-A76"), (0x51, 0x805): ("Kryo 4xx Silver", "Cortex-A55"),
-    (0x51, 0xC00): ("Falkor", None), (0x51, 0xC01): ("Saphira", None), (0x51, 0x001): ("Oryon", None),
+    (0x51, 0x800): ("Kryo 2xx Gold", "Cortex-A73"),
+    (0x51, 0x801): ("Kryo 2xx Silver", "Cortex-A53"),
+    (0x51, 0x802): ("Kryo 3xx Gold", "Cortex-A75"),
+    (0x51, 0x803): ("Kryo 3xx Silver", "Cortex-A55"),
+    (0x51, 0x804): ("Kryo 4xx Gold", "Cortex-A76"),
+    (0x51, 0x805): ("Kryo 4xx Silver", "Cortex-A55"),
+    (0x51, 0xC00): ("Falkor", None), (0x51, 0xC01): ("Saphira", None),
+    (0x51, 0x001): ("Oryon", None),
     (0x61, 0x000): ("Apple vCPU (part hidden by hypervisor)", None),
     **{(0x61, p): (n, None) for p, n in {
         0x022: "M1 Icestorm", 0x023: "M1 Firestorm", 0x024: "M1 Pro Icestorm",
@@ -68,7 +72,8 @@ _PARTS: dict[tuple[int, int], tuple[str, str | None]] = {
 # Qualcomm part numbers -> marketing names, for the SoCs people run edge LLMs on.
 _QCOM_SOCS = {
     "SM8150": "Snapdragon 855/855+", "SM8250": "Snapdragon 865/865+/870",
-    "SM8350": "Snapdragon 888/888+", "SM8450": "Snapdragon 8 Gen 1", "SM8475": "Snapdragon 8+ Gen 1",
+    "SM8350": "Snapdragon 888/888+", "SM8450": "Snapdragon 8 Gen 1",
+    "SM8475": "Snapdragon 8+ Gen 1",
     "SM8550": "Snapdragon 8 Gen 2", "SM8650": "Snapdragon 8 Gen 3", "SM8750": "Snapdragon 8 Elite",
     "SM7325": "Snapdragon 778G", "SM7150": "Snapdragon 730/730G",
 }
@@ -100,7 +105,16 @@ _ANDROID_PROPS = {"ro.soc.manufacturer": "soc_manufacturer", "ro.soc.model": "so
 
 def detect_machine(*, proc_root: str | os.PathLike = "/", include_hostname: bool = False,
                    query_android: bool = True) -> dict:
-    """Describe CPU, ISA features, clusters, memory and software; see the module docstring."""
+    """Describe CPU, ISA features, clusters, memory and software; see the module docstring.
+
+    Keys: schema, architecture, python_machine, cpu_model, cpu_vendor, isa_features (sorted
+    normalised names), isa (booleans for the key features of this architecture), logical_cores,
+    physical_cores, usable_cores, clusters (cpus, count, max_mhz, capacity, core, based_on,
+    vendor, implementer, part, label), cpu_max_mhz, board_model, soc, soc_name, android,
+    memory_total_bytes, memory_available_bytes, os, kernel, python, python_implementation, numpy,
+    onnxruntime, onnxruntime_providers, virtualized, emulated, emulation_note; hostname only
+    with include_hostname=True.
+    """
     root = Path(proc_root)
     live = _is_live(root)
     cpus, extra = parse_cpuinfo(_read(root / "proc/cpuinfo") or "")
@@ -134,7 +148,8 @@ def detect_machine(*, proc_root: str | os.PathLike = "/", include_hostname: bool
         "memory_total_bytes": _meminfo(root, "MemTotal", live),
         "memory_available_bytes": _meminfo(root, "MemAvailable", live),
         "os": _os_name(android),
-        "kernel": _read(root / "proc/sys/kernel/osrelease") or (platform.release() if live else None),
+        "kernel": (_read(root / "proc/sys/kernel/osrelease")
+                   or (platform.release() if live else None)),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "numpy": _module_version("numpy"),
@@ -174,7 +189,8 @@ def parse_cpuinfo(text: str) -> tuple[list[dict[str, str]], dict[str, str]]:
 
 
 def arm_core_name(implementer: int, part: int) -> tuple[str, str | None]:
-    """(core name, Arm core it derives from) for a MIDR implementer/part; unknown parts stay explicit."""
+    """(core name, Arm core it derives from) for a MIDR implementer/part; unknown parts stay
+    explicit ("ARM part 0xfff")."""
     if (implementer, part) in _PARTS:
         return _PARTS[(implementer, part)]
     vendor = _IMPLEMENTERS.get(implementer, f"implementer 0x{implementer:02x}")
@@ -223,7 +239,7 @@ def cores_used(pid: int | None = None, *, proc_root: str | os.PathLike = "/",
 
 
 def threads_per_cluster(cpu_ids: Iterable[int], clusters: list[dict]) -> dict[str, int]:
-    """Count CPU ids (e.g. `cores_used().values()`) per cluster label; unknown CPUs under "other"."""
+    """Count CPU ids (e.g. `cores_used().values()`) per cluster label; unknown ones as "other"."""
     counts: dict[str, int] = {}
     for cpu in cpu_ids:
         label = next((c["label"] for c in clusters if cpu in c["cpus"]), "other")
@@ -285,7 +301,8 @@ def _clusters(root: Path, cpus, extra, arch) -> list[dict]:
             entry.update(core=ident[0], based_on=None, vendor=None, implementer=None, part=None)
         clusters.append(entry)
     clusters.sort(key=lambda c: c["cpus"][0])
-    labels = [f"{c['core']} @ {c['max_mhz']:.0f} MHz" if c["max_mhz"] else c["core"] for c in clusters]
+    labels = [f"{c['core']} @ {c['max_mhz']:.0f} MHz" if c["max_mhz"] else c["core"]
+              for c in clusters]
     for i, (c, label) in enumerate(zip(clusters, labels)):
         c["label"] = label if labels.count(label) == 1 else f"{label} #{i}"
     return clusters
