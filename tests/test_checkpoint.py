@@ -2,7 +2,6 @@
 import json
 import os
 import pickle
-import shutil
 import struct
 import zipfile
 from pathlib import Path

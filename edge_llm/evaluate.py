@@ -1,0 +1,108 @@
+"""Perplexity and agreement with a reference package, the way llama.cpp's perplexity tool reports them.
+
+Protocol (shared/fixtures/README.md): documents split on U+001E, tokens = concat(<s> + doc + </s>),
+the first floor(min(max_tokens, n-1)/W)*W tokens scored in non-overlapping windows of W=512 that
+start fresh, every position predicting the next token.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .api import Model
+from .errors import EdgeLLMError
+
+SCHEMA_VERSION = 1
+
+
+def corpus_tokens(model: Model, path: Path) -> list[int]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EdgeLLMError(f"{path}: cannot read text ({e})") from e
+    tok = model.tokenizer
+    docs = text.split("\x1e") if "\x1e" in text else [text]
+    ids: list[int] = []
+    for doc in docs:
+        ids += [tok.bos_id] + tok.encode(doc) + [tok.eos_ids[0]]
+    return ids
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def evaluate(model: Model, text: Path, *, reference: Model | None = None, window: int = 512,
+             max_tokens: int = 200_000, progress: Callable[[int, int], None] | None = None) -> dict:
+    ids = corpus_tokens(model, text)
+    n_keep = (min(max_tokens, len(ids) - 1) // window) * window
+    if n_keep == 0:
+        raise EdgeLLMError(f"{text}: {len(ids)} tokens is shorter than one window of {window}")
+    if reference is not None and reference.manifest.model["vocab_size"] != model.manifest.model["vocab_size"]:
+        raise EdgeLLMError("the reference package has a different vocabulary")
+    arr = np.asarray(ids, dtype=np.int64)
+    nll, kl, agree, dp = [], [], [], []
+    t0 = time.perf_counter()
+    n_windows = n_keep // window
+    for w in range(n_windows):
+        s = w * window
+        x, y = arr[s:s + window], arr[s + 1:s + window + 1]
+        lp = _log_softmax(model.session.logits_all(x))
+        rows = np.arange(window)
+        nll.append(-lp[rows, y])
+        if reference is not None:
+            lq = _log_softmax(reference.session.logits_all(x))
+            kl.append((np.exp(lq) * (lq - lp)).sum(-1))                  # KL(reference || model)
+            agree.append(lq.argmax(-1) == lp.argmax(-1))
+            dp.append(np.exp(lp[rows, y]) - np.exp(lq[rows, y]))
+        if progress:
+            progress(w + 1, n_windows)
+    nll_all = np.concatenate(nll)
+    result = {
+        "schema": "edge-llm-eval", "schema_version": SCHEMA_VERSION,
+        "package": str(model.manifest.path), "text": str(text), "tokens_scored": int(n_keep), "window": window,
+        "perplexity": float(math.exp(nll_all.mean())),
+        "perplexity_stderr": float(math.exp(nll_all.mean()) * nll_all.std() / math.sqrt(len(nll_all))),
+        "seconds": time.perf_counter() - t0,
+        "quantization": {k: model.manifest["quantization"].get(k) for k in
+                         ("precision", "block_size", "head_block_size", "symmetric", "accuracy_level",
+                          "clip_search", "activation_aware")},
+        "package_bytes": model.manifest.data.get("sizes", {}).get("package_bytes"),
+        "source_bytes": model.manifest.data.get("sizes", {}).get("source_weights_bytes"),
+    }
+    if reference is not None:
+        kl_all, dp_all = np.concatenate(kl), np.concatenate(dp)
+        ref_nll = None
+        result |= {
+            "reference": str(reference.manifest.path),
+            "kl_divergence": float(kl_all.mean()),
+            "kl_divergence_p99": float(np.percentile(kl_all, 99)),
+            "top1_agreement": float(np.concatenate(agree).mean()),
+            "delta_p": {"mean": float(dp_all.mean()),
+                        **{f"p{q}": float(np.percentile(dp_all, q)) for q in (1, 5, 10, 25, 50, 75, 90, 95, 99)}},
+        }
+        del ref_nll
+    return result
+
+
+def markdown_row(r: dict, *, header: bool = False) -> str:
+    size = r.get("package_bytes")
+    src = r.get("source_bytes")
+    frac = f"{size / src:.1%}" if size and src else "n/a"
+    q = r["quantization"]
+    recipe = "fp32" if q["precision"] == "fp32" else (
+        f"int4 b{q['block_size']} {'sym' if q['symmetric'] else 'asym'}"
+        f"{' clip' if q.get('clip_search') else ''}{' awq' if q.get('activation_aware') else ''}")
+    kl = f"{r['kl_divergence']:.4f}" if "kl_divergence" in r else "—"
+    top1 = f"{r['top1_agreement']:.1%}" if "top1_agreement" in r else "—"
+    row = f"| {recipe} | {frac} | {r['perplexity']:.3f} | {top1} | {kl} | {r['tokens_scored']} |"
+    if header:
+        return ("| recipe | size vs bf16 | perplexity | top-1 agree | KL | tokens |\n"
+                "|---|---|---|---|---|---|\n" + row)
+    return row
