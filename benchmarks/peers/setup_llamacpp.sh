@@ -71,6 +71,21 @@ if [ ! -f "$SRC/CMakeLists.txt" ]; then
 fi
 sha256sum "$SDIST"
 
+# cmake >= 3.21 and ninja must be on PATH *outside* pip's isolated build env: otherwise
+# scikit-build-core downloads throwaway copies, and the kept build dir (step 4) points at deleted
+# binaries.  Use the system ones when they are new enough (this machine: Debian cmake 3.25.1,
+# ninja 1.11.1), else install them into the venv.
+cmake_ok() {
+    command -v cmake >/dev/null || return 1
+    printf '3.21\n%s\n' "$(cmake --version | head -1 | awk '{print $3}')" | sort -V -C
+}
+if ! cmake_ok || ! command -v ninja >/dev/null; then
+    log "installing cmake/ninja into $VENV (system ones missing or too old)"
+    "$PY" -m pip install -q "cmake>=3.21" ninja
+    export PATH="$VENV/bin:$PATH"
+fi
+log "cmake: $(command -v cmake) ($(cmake --version | head -1)); ninja: $(command -v ninja); $(gcc --version 2>/dev/null | head -1)"
+
 # 3. the bindings: pip builds the local sdist tree (in-tree, so the cmake build dir stays valid for
 #    step 4) with scikit-build-core; build-dir keeps the objects for incremental reruns.
 if [ "${PEERS_FORCE:-0}" = 1 ] || ! have_bindings; then
