@@ -72,7 +72,7 @@ def evaluate(model: Model, text: Path, *, reference: Model | None = None, window
         "seconds": time.perf_counter() - t0,
         "quantization": {k: model.manifest["quantization"].get(k) for k in
                          ("precision", "block_size", "head_block_size", "symmetric", "accuracy_level",
-                          "clip_search", "activation_aware")},
+                          "clip_search", "method", "head_method")},
         "package_bytes": model.manifest.data.get("sizes", {}).get("package_bytes"),
         "source_bytes": model.manifest.data.get("sizes", {}).get("source_weights_bytes"),
     }
@@ -98,7 +98,7 @@ def markdown_row(r: dict, *, header: bool = False) -> str:
     q = r["quantization"]
     recipe = "fp32" if q["precision"] == "fp32" else (
         f"int4 b{q['block_size']} {'sym' if q['symmetric'] else 'asym'}"
-        f"{' clip' if q.get('clip_search') else ''}{' awq' if q.get('activation_aware') else ''}")
+        f"{' clip' if q.get('clip_search') else ''}{' gptq' if q.get('method') == 'gptq' else ''}{' head-gptq' if q.get('head_method') == 'gptq' else ''}{' acc' + str(q.get('accuracy_level')) if q.get('accuracy_level') != 4 else ''}")
     kl = f"{r['kl_divergence']:.4f}" if "kl_divergence" in r else "—"
     top1 = f"{r['top1_agreement']:.1%}" if "top1_agreement" in r else "—"
     row = f"| {recipe} | {frac} | {r['perplexity']:.3f} | {top1} | {kl} | {r['tokens_scored']} |"

@@ -51,7 +51,7 @@ def check_tensors(ckpt, cfg: MiniCPMConfig) -> None:
 
 
 def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force: bool = False,
-                      importance: dict | None = None, validate: bool = True,
+                      validate: bool = True,
                       progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
     src, out = Path(src), Path(out)
     t0 = time.perf_counter()
@@ -71,9 +71,15 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
 
         tok = tokenizer_meta(src)
         with atomic_folder(out, force=force) as tmp:
+            calibrator, t_cal = None, time.perf_counter()
+            if recipe.needs_calibration:
+                from .calibrate import Calibrator, calibration_ids
+                ids = calibration_ids(src / "tokenizer.model", recipe.calibration, n_seq=recipe.calibration_seqs,
+                                      seq_len=recipe.calibration_len)
+                calibrator = Calibrator(cfg, ckpt.load, ids)
             writer = ExternalDataWriter(tmp, DATA_FILE)
             try:
-                graph = MiniCPMGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, importance=importance,
+                graph = MiniCPMGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, calibrator=calibrator,
                                      progress=on_tensor)
                 model = graph.build()
             finally:
@@ -128,12 +134,13 @@ def build_manifest(cfg: MiniCPMConfig, recipe: Recipe, tok: dict, *, src: Path, 
         "kv_cache": {"layout": "BNSH", "dtype": "float32", "num_layers": cfg.num_layers,
                      "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
                      "shared_past_present": True, "max_length": cfg.max_position_embeddings},
-        "quantization": {**recipe.to_dict(), "worst_tensor": report.worst(), "tensors": report.rows},
+        "quantization": {**recipe.to_dict(), "worst_tensor": report.worst(),
+                         "mean_rel_rms_error": report.mean()},
         "tokenizer": {**tok, "bos_id": cfg.bos_token_id, "eos_ids": list(cfg.eos_token_ids)},
         "chat": chat_format(template),
         "generation": {k: gen[k] for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
                        if k in gen},
-        "source": {"path": str(src.absolute()), "format": ckpt.weight_files[0].name,
+        "source": {"name": src.resolve().name, "format": ckpt.weight_files[0].name,
                    "files": [p.name for p in ckpt.weight_files], "sha256": ckpt.sha256(),
                    "weights_bytes": ckpt.weights_bytes},
     }

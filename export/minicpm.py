@@ -53,24 +53,31 @@ class QuantReport:
                           "max_abs_error": float(np.abs(err).max()),
                           "rel_rms_error": float(np.sqrt(np.mean(err.astype(np.float64) ** 2)) / rms)})
 
+    def mean(self) -> float | None:
+        return float(np.mean([r["rel_rms_error"] for r in self.rows])) if self.rows else None
+
     def worst(self) -> dict | None:
         return max(self.rows, key=lambda r: r["rel_rms_error"], default=None)
 
 
 class MiniCPMGraph:
     def __init__(self, cfg: MiniCPMConfig, recipe: Recipe, g: GraphBuilder, *,
-                 get: Callable[[str], np.ndarray], importance: dict[str, np.ndarray] | None = None,
+                 get: Callable[[str], np.ndarray], calibrator=None,
                  progress: Callable[[str], None] = lambda name: None):
         self.cfg, self.recipe, self.g, self.get = cfg, recipe, g, get
-        self.importance = importance or {}
+        self.calibrator = calibrator
         self.progress = progress
         self.report = QuantReport()
 
     # -- weights -----------------------------------------------------------------------------
-    def _quantize(self, name: str, w: np.ndarray, block: int, importance=None) -> QTensor:
+    def _quantize(self, name: str, w: np.ndarray, block: int, *, method: str, hf_name: str) -> QTensor:
         r = self.recipe
-        q = quantize_int4(w, block_size=block, symmetric=r.symmetric, clip_search=r.clip_search,
-                          importance=importance if r.activation_aware else None)
+        if method == "gptq":
+            from .gptq import gptq_quantize
+            q = gptq_quantize(w, self.calibrator.hessian(hf_name), block_size=block, symmetric=r.symmetric,
+                              clip_search=r.clip_search)
+        else:
+            q = quantize_int4(w, block_size=block, symmetric=r.symmetric, clip_search=r.clip_search)
         self.report.add(name, w, q)
         return q
 
@@ -93,8 +100,7 @@ class MiniCPMGraph:
         if self.recipe.precision == "fp32":
             return self.g.op1("MatMul", [x, self.g.weight(stored, np.ascontiguousarray(w.T))], f"{path}/MatMul")
         block = self.recipe.block_for(names[0], k)
-        imp = self.importance.get(names[0])
-        q = self._quantize(stored, w, block, imp)
+        q = self._quantize(stored, w, block, method=self.recipe.method, hf_name=names[0])
         return self.g.op1("MatMulNBits", [x] + self._store_q(stored, q), f"{path}/MatMulNBits", domain=MS,
                           K=k, N=n_out, bits=4, block_size=block, accuracy_level=self.recipe.accuracy_level)
 
@@ -120,7 +126,7 @@ class MiniCPMGraph:
 
         seqlens_k, total_len = self._attention_lengths()
         cos, sin = self._rotary_caches()
-        head = self._head_weights()
+        head = self._head_plan()
         x = self._embedding(head)
 
         residual, pending = x, None      # `pending` = last branch output not yet added to the residual
@@ -135,6 +141,7 @@ class MiniCPMGraph:
         h, _ = self._norm(pending, residual, "model.norm.weight", "/model/norm", weight=final_w, need_residual=False)
         h = self._keep_last(h)
         logits = self._lm_head(h, head)
+        self._store_head(head)
         g.nodes.append(helper.make_node("Identity", [logits], [IO["logits"]], name="/model/logits/Identity"))
         graph = helper.make_graph(g.nodes, "minicpm", inputs, outputs, initializer=g.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)],
@@ -167,17 +174,32 @@ class MiniCPMGraph:
         freqs = g.op1("Mul", [pos, inv], "/model/rotary/Mul")                   # (max_pos, hd/2)
         return g.op1("Cos", [freqs], "/model/rotary/Cos"), g.op1("Sin", [freqs], "/model/rotary/Sin")
 
-    def _head_weights(self):
-        """The tied table, quantized once: it serves both the embedding lookup and the lm_head."""
-        cfg = self.cfg
+    def _head_plan(self) -> dict:
+        """Names and layout of the tied table, which serves both the embedding lookup and the lm_head.
+        Its values are stored by _store_head after the layers, when GPTQ statistics for it exist."""
+        cfg, r = self.cfg, self.recipe
         name = "model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"
+        if r.precision == "fp32":
+            return {"name": name, "input": name}
+        block = r.block_for(name, cfg.hidden_size) if r.head_block_size is None else r.lm_head_block
+        inputs = [f"{name}.q4", f"{name}.scales"] + ([] if r.symmetric else [f"{name}.zero_points"])
+        return {"name": name, "block": block, "nb": -(-cfg.hidden_size // block), "inputs": inputs}
+
+    def _store_head(self, head: dict) -> None:
+        name, g = head["name"], self.g
         w = self.get(name)
         self.progress(name)
         if self.recipe.precision == "fp32":
-            return {"name": name, "input": self.g.weight(name, w)}
-        q = self._quantize(name, w, self.recipe.block_for(name, w.shape[1]) if self.recipe.head_block_size is None
-                           else self.recipe.lm_head_block)
-        return {"name": name, "q": q, "inputs": self._store_q(name, q)}
+            g.weight(name, w)
+            return
+        q = self._quantize(name, w, head["block"], method=self.recipe.head_method, hf_name=name)
+        self._store_q(name, q)
+        if q.zero_points is not None:
+            from .quant import pack_nibbles, unpack_nibbles
+            v, nb = q.scales.shape
+            # GatherBlockQuantized's uint8 zero points pack along its own (last) block axis: one per row here
+            zp = unpack_nibbles(q.zero_points)[:, :nb].reshape(v, nb, 1)
+            g.weight(f"{name}.embed_zero_points", pack_nibbles(np.pad(zp, ((0, 0), (0, 0), (0, 1)))))
 
     def _embedding(self, head) -> str:
         cfg, g = self.cfg, self.g
@@ -189,23 +211,20 @@ class MiniCPMGraph:
         elif self.recipe.precision == "fp32":
             x = g.op1("Gather", [head["input"], ids], "/model/embed_tokens/Gather")
         else:
-            q: QTensor = head["q"]
-            v, nb = q.scales.shape
+            v, nb, bs = cfg.vocab_size, head["nb"], head["block"]
             # GatherBlockQuantized reads the lm_head's packed codes (V, nb, bs/2) as they are, with the
             # block along the last axis; only the small scales/zero points get a reshaped view.
             scales = g.op1("Reshape", [head["inputs"][1], g.const([v, nb, 1])], "/model/embed_tokens/scales/Reshape")
             gbq_in = [head["inputs"][0], ids, scales]
-            if q.zero_points is not None:
-                from .quant import pack_nibbles, unpack_nibbles
-                zp = unpack_nibbles(q.zero_points)[:, :nb].reshape(v, nb, 1)
-                gbq_in.append(g.weight(f"{head['name']}.embed_zero_points", pack_nibbles(np.pad(zp, ((0, 0), (0, 0), (0, 1))))))
+            if not self.recipe.symmetric:
+                gbq_in.append(f"{head['name']}.embed_zero_points")
             x = g.op1("GatherBlockQuantized", gbq_in, "/model/embed_tokens/GatherBlockQuantized", domain=MS,
-                      bits=4, block_size=q.block_size, gather_axis=0, quantize_axis=2)   # (B, S, nb, bs)
+                      bits=4, block_size=bs, gather_axis=0, quantize_axis=2)   # (B, S, nb, bs)
             shape = g.op1("Concat", [g.op1("Slice", [g.op1("Shape", [ids], "/model/embed_tokens/Shape"), g.const([0]), g.const([2])],
-                                           "/model/embed_tokens/Slice"), g.const([nb * q.block_size])],
+                                           "/model/embed_tokens/Slice"), g.const([nb * bs])],
                           "/model/embed_tokens/Concat", axis=0)
             x = g.op1("Reshape", [x, shape], "/model/embed_tokens/Reshape")
-            if nb * q.block_size != cfg.hidden_size:
+            if nb * bs != cfg.hidden_size:
                 x = g.op1("Slice", [x, g.const([0]), g.const([cfg.hidden_size]), g.const([2])], "/model/embed_tokens/Trim")
         return g.op1("Mul", [x, g.const(cfg.scale_emb, np.float32)], "/model/embed_tokens/scale_emb/Mul")
 
@@ -254,6 +273,5 @@ class MiniCPMGraph:
         if self.recipe.precision == "fp32":
             wt = g.op1("Transpose", [head["input"]], "/lm_head/Transpose", perm=[1, 0])
             return g.op1("MatMul", [h, wt], "/lm_head/MatMul")
-        q: QTensor = head["q"]
         return g.op1("MatMulNBits", [h] + head["inputs"], "/lm_head/MatMulNBits", domain=MS, K=cfg.hidden_size,
-                     N=cfg.vocab_size, bits=4, block_size=q.block_size, accuracy_level=self.recipe.accuracy_level)
+                     N=cfg.vocab_size, bits=4, block_size=head["block"], accuracy_level=self.recipe.accuracy_level)

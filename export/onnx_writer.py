@@ -12,7 +12,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-ALIGN = 4096  # page-aligned offsets let onnxruntime map the data file instead of copying it
+ALIGN = 4096  # page-aligned offsets for large tensors let onnxruntime map the data file instead of copying it
+SMALL_ALIGN = 64
+SMALL = 1 << 20
 
 
 class ExternalDataWriter:
@@ -23,7 +25,7 @@ class ExternalDataWriter:
 
     def add(self, name: str, array: np.ndarray) -> TensorProto:
         array = np.ascontiguousarray(array)
-        pad = (-self._f.tell()) % ALIGN
+        pad = (-self._f.tell()) % (ALIGN if array.nbytes >= SMALL else SMALL_ALIGN)
         if pad:
             self._f.write(b"\0" * pad)
         offset = self._f.tell()

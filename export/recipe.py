@@ -16,8 +16,11 @@ class Recipe:
     symmetric: bool = True
     accuracy_level: int = 4          # 4 = int8 activations (fast path on x86 and ARM); 0/1 = fp32
     clip_search: bool = False        # per-block range search minimising reconstruction error
-    activation_aware: bool = False   # weight the clip search by calibration activations (AWQ-style)
-    calibration: str | None = None   # text file for activation statistics; None = bundled default
+    method: str = "rtn"              # rtn: round to nearest | gptq: error-compensating, from calibration text
+    head_method: str = "rtn"         # the tied embedding/lm_head table (its rows are also read directly)
+    calibration: str | None = None   # text file for GPTQ; None = the bundled edge_llm/data/calibration.txt
+    calibration_seqs: int = 16       # calibration sequences of calibration_len tokens
+    calibration_len: int = 512
     overrides: dict = field(default_factory=dict)  # tensor-name substring -> {"block_size": n}
     target: str = "any"              # "arm": keep every tensor on the KleidiAI fast path
 
@@ -28,6 +31,9 @@ class Recipe:
             if bs is not None and bs not in SUPPORTED_BLOCK_SIZES:
                 raise ExportError(f"block size {bs} is not supported: onnxruntime's int4 fast path takes "
                                   f"{', '.join(map(str, SUPPORTED_BLOCK_SIZES))}")
+        for m in (self.method, self.head_method):
+            if m not in ("rtn", "gptq"):
+                raise ExportError(f"quantization method '{m}' is not supported (rtn or gptq)")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise ExportError(f"accuracy level {self.accuracy_level} must be 0..4")
 
@@ -47,6 +53,10 @@ class Recipe:
                 bs //= 2
         return bs
 
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision == "int4" and "gptq" in (self.method, self.head_method)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -57,7 +67,9 @@ RECIPES = {
     "rtn-b128": Recipe(block_size=128),
     "clip-asym-b64": Recipe(block_size=64, symmetric=False, clip_search=True),
     "clip-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True),
-    "awq-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True, activation_aware=True),
+    "gptq-b128": Recipe(block_size=128, clip_search=True, method="gptq"),
+    "gptq-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True, method="gptq"),
+    "gptq-asym-b64": Recipe(block_size=64, symmetric=False, clip_search=True, method="gptq"),
     "fp32": Recipe(precision="fp32"),
 }
-DEFAULT_RECIPE = "rtn-b32"
+DEFAULT_RECIPE = "gptq-asym-b128"
