@@ -47,11 +47,13 @@ def one_shot(model: Model, text: str, *, params: SamplingParams, max_new_tokens:
 
 def repl(model: Model, *, params: SamplingParams, max_new_tokens: int, stats: bool) -> None:
     conv = Conversation(model)
+    tty = sys.stdin.isatty()
     click.echo(f"edge-llm chat · {model.manifest.path.name} · /reset clears the conversation, /exit quits, "
                f"Ctrl-C stops a reply", err=True)
     while True:
         try:
-            line = input("you> ")
+            # in a pipe each input line is one user turn and only the replies go to stdout
+            line = input("you> " if tty else "")
         except EOFError:
             click.echo("", err=True)
             return
@@ -67,7 +69,8 @@ def repl(model: Model, *, params: SamplingParams, max_new_tokens: int, stats: bo
             conv.reset()
             click.echo("(conversation cleared)", err=True)
             continue
-        sys.stdout.write("ai> ")
+        if tty:
+            sys.stdout.write("ai> ")
         dropped = conv.dropped_turns
         print_stream(conv.send(line, params=params, max_new_tokens=max_new_tokens), stats=stats)
         if conv.dropped_turns > dropped:

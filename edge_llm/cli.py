@@ -131,8 +131,6 @@ def chat(package_dir, prompt, max_new_tokens, temperature, top_k, top_p, min_p, 
     from .chat import one_shot, repl
     model = _load(package_dir, threads, context_length)
     params = _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed)
-    if prompt is None and not sys.stdin.isatty():
-        prompt = "-"
     if prompt is not None:
         text = sys.stdin.read() if prompt == "-" else prompt
         one_shot(model, text, params=params, max_new_tokens=max_new_tokens, stats=stats)

@@ -63,10 +63,11 @@ class StreamDecoder:
         return text[len(prev):]
 
     def flush(self) -> str:
+        """Whatever is left; an incomplete character at the very end (the reply was cut mid-character) is dropped."""
         prev = self.tok.decode(self.ids[self.prefix:self.read])
         text = self.tok.decode(self.ids[self.prefix:])
         self.prefix = self.read = len(self.ids)
-        return text[len(prev):]
+        return text[len(prev):].rstrip("\ufffd")
 
 
 def render_chat(messages: list[dict], chat: dict | None, tokenizer: Tokenizer) -> list[int]:
