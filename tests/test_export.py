@@ -214,3 +214,20 @@ def test_cli_error_is_one_line_and_nonzero(tmp_path):
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "pytorch_model.bin" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "pkg").exists()
+
+
+@NEEDS_SHARED
+def test_target_arm_stays_on_kleidiai_path(tmp_path):
+    """--target arm: symmetric int4, block a multiple of 32, at most 128 and a divisor of K, for every matmul."""
+    import onnx
+    from edge_llm.export.cli_support import make_recipe
+    recipe = make_recipe(recipe_name="clip-asym-b128", block_size=256, target="arm")
+    out = tmp_path / "arm"
+    export_checkpoint(TINY, out, recipe=recipe, validate=False)
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    mm = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert mm
+    for n in mm:
+        a = {x.name: x.i for x in n.attribute}
+        assert a["block_size"] % 32 == 0 and a["block_size"] <= 128 and a["K"] % a["block_size"] == 0, n.name
+        assert len(n.input) == 3, f"{n.name} has zero points"
