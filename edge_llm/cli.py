@@ -39,11 +39,14 @@ def main(ctx, debug):
 
 
 def _progress_bar(label):
-    """A tensor progress bar on stderr that stays quiet when stderr is not a terminal."""
-    state = {}
+    """Progress over tensors on stderr: a bar in a terminal, a line every 10% otherwise (logs, pipes)."""
+    state = {"next": 0.1}
 
     def update(name, i, n):
         if not sys.stderr.isatty():
+            if i / n >= state["next"] or i == n:
+                click.echo(f"{label}: {i}/{n} ({i / n:.0%}) {name}", err=True)
+                state["next"] = int(i / n * 10 + 1) / 10
             return
         bar = state.get("bar")
         if bar is None:

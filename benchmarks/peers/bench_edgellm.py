@@ -160,17 +160,20 @@ def run_headline(a) -> dict[str, Any]:
             recs.append(r)
         t_end = time.perf_counter()
         calls = timer.take()
-        if len(recs) != a.gen_len or len(calls) < 1:
+        if len(recs) != a.gen_len:
             raise RuntimeError(f"stream gave {len(recs)} records (wanted {a.gen_len})")
         n_steps = a.gen_len - 1
-        prefill_calls, step_calls = calls[:len(calls) - n_steps], calls[len(calls) - n_steps:]
-        prefill_s = sum(s for _, s in prefill_calls)
         decode_s = sum(r.seconds for r in recs[1:])
-        model_decode_s = sum(s for _, s in step_calls)
+        if len(calls) >= a.gen_len:   # one prefill forward (chunked inside), then one per step
+            prefill_calls, step_calls = calls[:len(calls) - n_steps], calls[len(calls) - n_steps:]
+            prefill_s, prefill_source = sum(s for _, s in prefill_calls), "session.forward"
+            model_decode_s = sum(s for _, s in step_calls)
+        else:                         # the generator no longer goes through session.forward
+            prefill_calls, prefill_s, prefill_source, model_decode_s = [], recs[0].seconds, "ttft", decode_s
         runs.append({
             "rep": rep - a.warmup, "warmup": rep < a.warmup,
             "prefill_s": prefill_s, "prefill_tok_s": a.prompt_len / prefill_s,
-            "prefill_forward_calls_tokens": [n for n, _ in prefill_calls],
+            "prefill_forward_calls_tokens": [n for n, _ in prefill_calls], "prefill_source": prefill_source,
             "ttft_s": recs[0].seconds,
             "decode_s": decode_s, "decode_tok_s": (a.gen_len - 1) / decode_s,
             "decode_ms_per_tok": 1e3 * decode_s / (a.gen_len - 1),
@@ -381,7 +384,7 @@ def run_profile(a) -> dict[str, Any]:
                            + a.profile_steps + 1)
     finally:
         es.session_options = original
-    sess, tok = model.session, model.tokenizer
+    sess = model.session
     sample = make_sampler(SamplingParams())
     prompt = make_prompt(a.prompt_len, a.seed)
     cache = model.cache()
@@ -510,7 +513,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         write_json(result, a.json)
     m = result.get("median")
-    if m:
+    if a.mode == "depth":
+        print("edge-llm depth: " + " | ".join(f"decode@{k} {v['decode_tok_s']:.2f} tok/s"
+                                              for k, v in result["depths"].items())
+              + f" | ratio {result['ratio_deep_to_shallow']:.3f}", file=sys.stderr)
+    elif a.mode == "profile":
+        d = result["decode"]
+        print(f"edge-llm profile: decode step {d['python_step_wall_ms']:.1f} ms wall, "
+              f"{d['model_run_ms_per_step']:.1f} ms model_run, MatMulNBits "
+              f"{d['matmulnbits_weight_read_GB_s']:.1f} GB/s", file=sys.stderr)
+    elif m:
         print(f"edge-llm: load {result['load_s']:.2f} s | prefill {m['prefill_tok_s']:.1f} tok/s | "
               f"TTFT {m['ttft_s']:.3f} s | decode {m['decode_tok_s']:.2f} tok/s | "
               f"peak RSS {result['memory']['peak']['vmhwm_bytes'] / 2**20:.0f} MiB", file=sys.stderr)
