@@ -65,8 +65,12 @@ def main() -> None:
         if args.calibration:
             plans.append((f"{DEFAULT_RECIPE}+calib:{args.calibration.name}",
                           replace(RECIPES[DEFAULT_RECIPE], calibration=str(args.calibration))))
-        plans.append(("fp32", RECIPES["fp32"]))
-        for name, recipe in plans:
+        for name, recipe in plans + [("fp32", None)]:
+            if recipe is None:          # the reference itself: perplexity only
+                r = evaluate(ref, text, max_tokens=args.max_tokens)
+                results.append(r | {"recipe": "fp32", "export_seconds": 0.0, "default": False, "size_2b_shape_bytes": None})
+                print("fp32", markdown_row(r), flush=True)
+                continue
             out = Path(tmp) / name.replace(":", "_")
             t0 = time.perf_counter()
             export_checkpoint(SHARED / "minicpm-tiny", out, recipe=recipe, validate=False)

@@ -72,4 +72,4 @@ RECIPES = {
     "gptq-asym-b64": Recipe(block_size=64, symmetric=False, clip_search=True, method="gptq"),
     "fp32": Recipe(precision="fp32"),
 }
-DEFAULT_RECIPE = "gptq-asym-b128"
+DEFAULT_RECIPE = "clip-asym-b128"
