@@ -71,13 +71,13 @@ weights ({args.checkpoint / 'pytorch_model.bin'}), {result['cpus']} CPUs.
 
 | recipe | wall time | peak RSS | source (bf16) | package | package / source |
 |---|---|---|---|---|---|
-| {q['method']} {'asym' if not q['symmetric'] else 'sym'} b{q['block_size']} | {wall / 60:.1f} min | {rss_kb / 2**20:.2f} GiB | {src / 1e9:.3f} GB | {size / 1e9:.3f} GB | **{size / src:.1%}** ({1 - size / src:.1%} smaller) |
+| {q['method']}{' + clip search' if q['clip_search'] else ''} {'asym' if not q['symmetric'] else 'sym'} b{q['block_size']} | {wall / 60:.1f} min | {rss_kb / 2**20:.2f} GiB | {src / 1e9:.3f} GB | {size / 1e9:.3f} GB | **{size / src:.1%}** ({1 - size / src:.1%} smaller) |
 
 Exporter summary:
 ```
 {r.stdout.strip()}
 ```
-Rerun: `python benchmarks/export_2b.py --checkpoint {args.checkpoint}{' --recipe ' + args.recipe if args.recipe else ''}`
+Rerun: `python benchmarks/export_2b.py --checkpoint {args.checkpoint} --package {pkg}{' --recipe ' + args.recipe if args.recipe else ''}`
 """
     args.out.with_suffix(".md").write_text(md)
     print(md)
