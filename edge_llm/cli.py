@@ -163,4 +163,6 @@ _register_optional()
 
 
 if __name__ == "__main__":
-    main()
+    # run the registered instance (commands.py adds bench/eval to edge_llm.cli.main, not to __main__.main)
+    from edge_llm.cli import main as registered
+    registered(prog_name="edge-llm")
