@@ -52,7 +52,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=60_000)
     ap.add_argument("--recipes", default=",".join(k for k in RECIPES if k != "fp32"))
     ap.add_argument("--calibration", type=Path, default=None,
-                    help="extra row: the default recipe calibrated on this text instead of the bundled one")
+                    help="extra row: --calibration-recipe calibrated on this text instead of the bundled one")
+    ap.add_argument("--calibration-recipe", default="gptq-asym-b128")
     args = ap.parse_args()
     text = SHARED / "corpus-valid.txt"
     cfg2b = MiniCPMConfig.from_dict({**SHAPES["minicpm-2b"], "architectures": ["MiniCPMForCausalLM"]})
@@ -63,8 +64,8 @@ def main() -> None:
         ref = Model.load(ref_dir)
         plans = [(name, RECIPES[name]) for name in args.recipes.split(",")]
         if args.calibration:
-            plans.append((f"{DEFAULT_RECIPE}+calib:{args.calibration.name}",
-                          replace(RECIPES[DEFAULT_RECIPE], calibration=str(args.calibration))))
+            plans.append((f"{args.calibration_recipe}+calib:{args.calibration.name}",
+                          replace(RECIPES[args.calibration_recipe], calibration=str(args.calibration))))
         for name, recipe in plans + [("fp32", None)]:
             if recipe is None:          # the reference itself: perplexity only
                 r = evaluate(ref, text, max_tokens=args.max_tokens)
