@@ -65,7 +65,7 @@ def tokenizer_meta(src: Path) -> dict:
     tj = src / "tokenizer.json"
     if tj.exists():
         text = tj.read_text(encoding="utf-8")
-        prepend = '"Prepend"' in text and '"prepend": "\\u2581"' in text or '"prepend": "▁"' in text
+        prepend = '"Prepend"' in text and ('"prepend": "\\u2581"' in text or '"prepend": "▁"' in text)
     return {
         "type": "sentencepiece",
         "file": "tokenizer.model",
