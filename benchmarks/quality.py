@@ -57,7 +57,7 @@ def main() -> None:
     args = ap.parse_args()
     text = SHARED / "corpus-valid.txt"
     cfg2b = MiniCPMConfig.from_dict({**SHAPES["minicpm-2b"], "architectures": ["MiniCPMForCausalLM"]})
-    rows, results = [], []
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         ref_dir = Path(tmp) / "fp32"
         export_checkpoint(SHARED / "minicpm-tiny", ref_dir, recipe=RECIPES["fp32"], validate=False)

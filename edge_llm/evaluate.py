@@ -78,7 +78,6 @@ def evaluate(model: Model, text: Path, *, reference: Model | None = None, window
     }
     if reference is not None:
         kl_all, dp_all = np.concatenate(kl), np.concatenate(dp)
-        ref_nll = None
         result |= {
             "reference": str(reference.manifest.path),
             "kl_divergence": float(kl_all.mean()),
@@ -87,7 +86,6 @@ def evaluate(model: Model, text: Path, *, reference: Model | None = None, window
             "delta_p": {"mean": float(dp_all.mean()),
                         **{f"p{q}": float(np.percentile(dp_all, q)) for q in (1, 5, 10, 25, 50, 75, 90, 95, 99)}},
         }
-        del ref_nll
     return result
 
 

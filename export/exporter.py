@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from edge_llm import __version__
-from edge_llm.errors import CheckpointError, ExportError
+from edge_llm.errors import CheckpointError
 from edge_llm.manifest import FORMAT_VERSION, MANIFEST_NAME
 
 from .checkpoint import open_checkpoint
@@ -71,7 +71,7 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
 
         tok = tokenizer_meta(src)
         with atomic_folder(out, force=force) as tmp:
-            calibrator, t_cal = None, time.perf_counter()
+            calibrator = None
             if recipe.needs_calibration:
                 from .calibrate import Calibrator, calibration_ids
                 ids = calibration_ids(src / "tokenizer.model", recipe.calibration, n_seq=recipe.calibration_seqs,

@@ -35,7 +35,7 @@ def gptq_quantize(w: np.ndarray, hessian: np.ndarray, *, block_size: int, symmet
     for b in range(nb):
         g0, g1 = b * block_size, (b + 1) * block_size
         blk = W[:, g0:g1]                                           # view: updated in place
-        clip = _search_clip(blk[:, None, :], params, None)[:, 0] if clip_search else 1.0
+        clip = _search_clip(blk[:, None, :], params)[:, 0] if clip_search else 1.0
         scale, zp = params(blk[:, None, :], clip if np.ndim(clip) == 0 else clip[:, None])
         scale, zp = scale[:, 0], None if zp is None else zp[:, 0]
         inv = np.where(scale == 0, 0.0, 1.0 / np.where(scale == 0, 1.0, scale)).astype(np.float32)

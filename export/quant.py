@@ -86,16 +86,13 @@ def _dequant_blocks(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None) -> 
 CLIP_GRID = np.linspace(1.0, 0.70, 16, dtype=np.float32)
 
 
-def _search_clip(b: np.ndarray, params, weight: np.ndarray | None):
-    """Per-block shrink factor of the range that minimises (importance-weighted) squared error."""
+def _search_clip(b: np.ndarray, params):
+    """Per-block shrink factor of the range that minimises the squared reconstruction error."""
     best_err = np.full(b.shape[:2], np.inf, dtype=np.float32)
     best_clip = np.ones(b.shape[:2], dtype=np.float32)
     for c in CLIP_GRID:
         scale, zp = params(b, c)
-        err = (_dequant_blocks(_codes(b, scale, zp), scale, zp) - b) ** 2
-        if weight is not None:
-            err = err * weight
-        err = err.sum(axis=-1)
+        err = ((_dequant_blocks(_codes(b, scale, zp), scale, zp) - b) ** 2).sum(axis=-1)
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_clip = np.where(better, c, best_clip)
@@ -103,13 +100,12 @@ def _search_clip(b: np.ndarray, params, weight: np.ndarray | None):
 
 
 def quantize_int4(w: np.ndarray, *, block_size: int = 32, symmetric: bool = True, clip_search: bool = False,
-                  importance: np.ndarray | None = None, chunk_rows: int = 4096) -> QTensor:
+                  chunk_rows: int = 4096) -> QTensor:
     """Quantize a (N, K) float matrix blockwise along K.
 
     `clip_search` picks, per block, the range shrink factor with the least squared reconstruction
-    error; `importance` (K,) weights that error by input-channel importance (e.g. mean squared
-    activations from calibration text). Rows are processed in chunks so a 122k x 2304 embedding
-    never needs more than a few copies of `chunk_rows` rows in memory.
+    error. Rows are processed in chunks so a 122k x 2304 embedding never needs more than a few
+    copies of `chunk_rows` rows in memory.
     """
     if block_size not in SUPPORTED_BLOCK_SIZES:
         raise ValueError(f"block size {block_size} is not one of {SUPPORTED_BLOCK_SIZES}")
@@ -120,10 +116,9 @@ def quantize_int4(w: np.ndarray, *, block_size: int = 32, symmetric: bool = True
     scales = np.empty((n, nb), dtype=np.float32)
     zps = None if symmetric else np.empty((n, nb), dtype=np.uint8)
     params = _symmetric_params if symmetric else _asymmetric_params
-    wimp = None if importance is None else _blocks(importance[None, :].astype(np.float32), block_size)
     for r0 in range(0, n, chunk_rows):
         b = _blocks(w[r0:r0 + chunk_rows], block_size)
-        clip = _search_clip(b, params, wimp) if clip_search else 1.0
+        clip = _search_clip(b, params) if clip_search else 1.0
         scale, zp = params(b, clip)
         codes[r0:r0 + chunk_rows] = pack_nibbles(_codes(b, scale, zp))
         scales[r0:r0 + chunk_rows] = scale
@@ -147,11 +142,3 @@ def dequantize_int4(q: QTensor) -> np.ndarray:
     w = _dequant_blocks(codes, q.scales, zp)
     return w.reshape(n, -1)[:, :k]
 
-
-def quantize_int8_rows(w: np.ndarray, *, block_size: int = 32):
-    """Symmetric int8 per block along the last axis (for GatherBlockQuantized uint8 data, bits=8)."""
-    b = _blocks(np.asarray(w, dtype=np.float32), block_size)
-    scale = (np.abs(b).max(axis=-1) / 127.0).astype(np.float32)
-    inv = np.where(scale == 0, 0.0, 1.0 / np.where(scale == 0, 1.0, scale))[..., None]
-    q = np.clip(np.round(b * inv), -127, 127).astype(np.int16) + 128
-    return q.astype(np.uint8).reshape(w.shape[0], -1)[:, : w.shape[1]], scale

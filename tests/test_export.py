@@ -91,6 +91,20 @@ def _copy_fixture(tmp_path):
     return dst
 
 
+def _fail_on_nth_write(monkeypatch, n: int, exc: BaseException) -> None:
+    """Make the exporter's n-th external-data write raise `exc` (the earlier ones really write)."""
+    from edge_llm.export import onnx_writer
+    real, calls = onnx_writer.ExternalDataWriter.add, {"n": 0}
+
+    def add(self, name, array):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return real(self, name, array)
+
+    monkeypatch.setattr(onnx_writer.ExternalDataWriter, "add", add)
+
+
 @NEEDS_SHARED
 def test_existing_package_needs_force_and_survives_failure(tmp_path, tiny_int4, monkeypatch):
     out = tmp_path / "pkg"
@@ -98,16 +112,7 @@ def test_existing_package_needs_force_and_survives_failure(tmp_path, tiny_int4, 
     before = (out / "model.onnx.data").read_bytes()
     with pytest.raises(ExportError, match="--force"):
         export_checkpoint(TINY, out, validate=False)
-    from edge_llm.export import onnx_writer
-    real, calls = onnx_writer.ExternalDataWriter.add, {"n": 0}
-
-    def fail_midway(self, name, array):
-        calls["n"] += 1
-        if calls["n"] == 10:
-            raise OSError(errno.EIO, "Input/output error")
-        return real(self, name, array)
-
-    monkeypatch.setattr(onnx_writer.ExternalDataWriter, "add", fail_midway)
+    _fail_on_nth_write(monkeypatch, 10, OSError(errno.EIO, "Input/output error"))
     with pytest.raises(ExportError, match="writing .*pkg failed"):
         export_checkpoint(TINY, out, force=True, validate=False)
     assert (out / "model.onnx.data").read_bytes() == before, "a failed export must not touch the old package"
@@ -126,17 +131,7 @@ def test_shapes_that_disagree_with_config(tmp_path):
 
 @NEEDS_SHARED
 def test_interrupt_leaves_nothing(tmp_path, monkeypatch):
-    from edge_llm.export import onnx_writer
-    calls = {"n": 0}
-    real = onnx_writer.ExternalDataWriter.add
-
-    def interrupted(self, name, array):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(self, name, array)
-
-    monkeypatch.setattr(onnx_writer.ExternalDataWriter, "add", interrupted)
+    _fail_on_nth_write(monkeypatch, 5, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         export_checkpoint(TINY, tmp_path / "pkg", validate=False)
     assert list(tmp_path.iterdir()) == []
@@ -144,12 +139,7 @@ def test_interrupt_leaves_nothing(tmp_path, monkeypatch):
 
 @NEEDS_SHARED
 def test_disk_full_is_one_clear_error(tmp_path, monkeypatch):
-    from edge_llm.export import onnx_writer
-
-    def full(self, name, array):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(onnx_writer.ExternalDataWriter, "add", full)
+    _fail_on_nth_write(monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
     with pytest.raises(ExportError, match="disk full"):
         export_checkpoint(TINY, tmp_path / "pkg", validate=False)
     assert list(tmp_path.iterdir()) == []

@@ -76,7 +76,7 @@ def test_context_limit_is_an_error_not_a_crash(tiny_fp32):
 def test_conversation_reuses_cache_and_drops_oldest_turns(tiny_fp32):
     model = Model.load(tiny_fp32, threads=1, context_length=96)
     conv = Conversation(model)
-    first = list(conv.send("Quote John 3:16.", max_new_tokens=12))
+    list(conv.send("Quote John 3:16.", max_new_tokens=12))
     second = list(conv.send("What does \"lantern\" mean?", max_new_tokens=12))
     # the second turn prefills only what follows the cached first exchange
     total = len(conv._ids(conv.messages[:-1]))

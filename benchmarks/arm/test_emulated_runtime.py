@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_llm.api import Model
+from edge_llm.api import Model, _common_prefix
 from edge_llm.generate import generate_tokens
 from edge_llm.sampling import SamplingParams
 from edge_llm.session import ModelSession
@@ -76,15 +76,6 @@ def _greedy(model: Model, input_ids: list[int]) -> tuple[list[int], float]:
     return ids, time.perf_counter() - t
 
 
-def _prefix(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def test_architecture_and_versions():
     import onnxruntime as ort
     expect = os.environ.get("EDGE_LLM_EXPECT_ARCH")
@@ -131,7 +122,7 @@ def test_fp32_greedy_matches_reference_exactly(fp32, reference):
     for case in reference["cases"]:
         ids, secs = _greedy(fp32, case["input_ids"])
         total += secs
-        assert ids == case["greedy_ids"], f"{case['prompt']!r}: diverged at {_prefix(ids, case['greedy_ids'])}"
+        assert ids == case["greedy_ids"], f"{case['prompt']!r}: diverged at {_common_prefix(ids, case['greedy_ids'])}"
         assert fp32.tokenizer.decode(ids) == case["greedy_text"]
     n = len(reference["cases"])
     print(f"\nfp32 greedy: {n}/{n} cases identical to the reference; {total:.1f} s for all {EMU}")
@@ -146,7 +137,7 @@ def test_int4_greedy_mostly_agrees(int4, reference):
         ids, secs = _greedy(int4, case["input_ids"])
         total += secs
         first += ids[:1] == case["greedy_ids"][:1]
-        prefixes.append(_prefix(ids, case["greedy_ids"]))
+        prefixes.append(_common_prefix(ids, case["greedy_ids"]))
     rate = first / len(cases)
     print(f"\nint4 greedy ({INT4_PKG.name}): first token agrees in {first}/{len(cases)} cases ({rate:.0%}); "
           f"matching prefix lengths {prefixes} of {MAX_NEW}; {total:.1f} s for all {EMU}")
