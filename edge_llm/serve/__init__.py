@@ -1,0 +1,1 @@
+"""`edge-llm serve`: an OpenAI-compatible HTTP server and chat page on one loaded model."""
