@@ -18,7 +18,6 @@ class Model:
         self.manifest = session.manifest
         self.tokenizer = Tokenizer(self.manifest)
         self.context_length = min(context_length or session.context_length, session.context_length)
-        self._cache: KVCache | None = None
 
     @classmethod
     def load(cls, package_dir, *, threads: int | None = None, context_length: int | None = None,
@@ -26,11 +25,8 @@ class Model:
         return cls(ModelSession(Path(package_dir), threads=threads, spinning=spinning), context_length=context_length)
 
     def cache(self) -> KVCache:
-        """The model's reusable KV cache, emptied."""
-        if self._cache is None:
-            self._cache = self.session.new_cache(self.context_length)
-        self._cache.length = 0
-        return self._cache
+        """A new, empty KV cache for one request (it grows as it fills, up to the context length)."""
+        return self.session.new_cache(self.context_length)
 
     def sampling(self, **overrides) -> SamplingParams:
         """Defaults from the checkpoint's generation_config.json, overridden by explicit values."""

@@ -1,7 +1,12 @@
 """The one streaming generator behind chat, generate, bench and eval: prefill, then one token at a time.
 
 Every produced token comes out as a TokenRecord, carrying its text (whole characters only) and its
-timing, so the CLI, the Python API and the benchmark all read the same numbers.
+timing, so the CLI, the Python API, the server and the benchmark all read the same numbers
+(edge_llm.records sums them into one record per reply).
+
+State is passed, not owned: the KV cache is the caller's (one per conversation or request), so any
+number of generators may be interleaved on one session. Stopping early is closing the generator
+(or just no longer iterating it): no model step runs after the last record taken.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .logits import apply_processors, make_logits_processors
 from .sampling import SamplingParams, make_sampler
 from .session import KVCache, ModelSession
 from .tokenizer import Tokenizer
@@ -25,6 +31,7 @@ class TokenRecord:
     seconds: float             # wall time of the model step(s) that produced it (prefill for index 0)
     prompt_tokens: int         # tokens prefilled for this reply (after cache reuse)
     finish_reason: str | None  # None, or "eos" | "stop" | "length" | "context" on the last record
+    cached_tokens: int = 0     # prompt positions that were already in the cache (not prefilled)
 
 
 def prefill(session: ModelSession, cache: KVCache, ids: Sequence[int]) -> np.ndarray:
@@ -67,26 +74,33 @@ class StopMatcher:
 def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache, new_ids: Sequence[int], *,
                     params: SamplingParams = SamplingParams(), max_new_tokens: int = 256,
                     stop_strings: Sequence[str] = (), history: Sequence[int] = (),
-                    ignore_eos: bool = False) -> Iterator[TokenRecord]:
+                    stop_ids: Sequence[int] | None = None, ignore_eos: bool = False) -> Iterator[TokenRecord]:
     """Prefill `new_ids` after the cache's valid positions, then sample until a stop condition.
 
     The cache ends holding every fed token; the last generated token is not fed (its KV is written
-    when the next turn starts with it). `history` are earlier context ids for the repetition penalty.
+    when the next turn starts with it). `history` are the ids already in the cache (for the
+    repetition penalty). `stop_ids` end the reply (default: the tokenizer's eos ids); `session` is
+    anything with ModelSession's `forward` (records.MeteredSession wraps one to time and meter steps).
     """
     sample = make_sampler(params)
     seen = list(history) + list(new_ids)
+    processors = make_logits_processors(repetition=params.repetition_penalty, presence=params.presence_penalty,
+                                        frequency=params.frequency_penalty, bias=params.logit_bias,
+                                        reply_start=len(seen))
+    stop_ids = set(tokenizer.eos_ids if stop_ids is None else stop_ids)
     decoder = tokenizer.stream()
     stops = StopMatcher(stop_strings)
+    cached = cache.length
     t0 = time.perf_counter()
     logits = prefill(session, cache, new_ids)
     prompt_tokens = len(new_ids)
     for index in range(max_new_tokens):
-        token = sample(logits, seen)
+        token = sample(apply_processors(processors, seen, logits))
         seen.append(token)
         elapsed = time.perf_counter() - t0
         position = cache.length
         finish = None
-        if token in tokenizer.eos_ids and not ignore_eos:
+        if token in stop_ids and not ignore_eos:
             text, finish = decoder.flush(), "eos"
             text = stops.feed(text)[0] + stops.flush()
         else:
@@ -99,7 +113,7 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
         if finish is None and cache.length >= cache.max_len:
             finish = "context"
             text += stops.feed(decoder.flush())[0] + stops.flush()
-        yield TokenRecord(token, text, index, position, elapsed, prompt_tokens, finish)
+        yield TokenRecord(token, text, index, position, elapsed, prompt_tokens, finish, cached)
         if finish is not None:
             return
         t0 = time.perf_counter()

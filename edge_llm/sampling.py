@@ -1,10 +1,16 @@
-"""Token sampling: a small function outside the model, with an explicit RNG. Temperature 0 is argmax."""
+"""Token sampling: a small function outside the model, with an explicit RNG. Temperature 0 is argmax.
+
+SamplingParams also carries the logits processors' settings (penalties, logit bias); the generator
+builds them with edge_llm.logits.make_logits_processors and applies them before the sampler.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from .logits import repetition_penalty as _repetition_penalty
 
 
 @dataclass(frozen=True)
@@ -15,11 +21,17 @@ class SamplingParams:
     min_p: float = 0.0             # 0 = off; keep tokens with p >= min_p * p_max
     repetition_penalty: float = 1.0
     seed: int | None = None
+    presence_penalty: float = 0.0  # OpenAI range -2..2, over the reply's own tokens
+    frequency_penalty: float = 0.0
+    logit_bias: Mapping[int, float] = field(default_factory=dict)   # token id -> -100..100
 
     def __post_init__(self):
         for name, ok in (("temperature", self.temperature >= 0), ("top_k", self.top_k >= 0),
                          ("top_p", 0 < self.top_p <= 1), ("min_p", 0 <= self.min_p < 1),
-                         ("repetition_penalty", self.repetition_penalty > 0)):
+                         ("repetition_penalty", self.repetition_penalty > 0),
+                         ("presence_penalty", -2 <= self.presence_penalty <= 2),
+                         ("frequency_penalty", -2 <= self.frequency_penalty <= 2),
+                         ("logit_bias", all(-100 <= v <= 100 for v in self.logit_bias.values()))):
             if not ok:
                 raise ValueError(f"invalid {name}: {getattr(self, name)}")
 
@@ -35,14 +47,10 @@ NUCLEUS_CANDIDATES = 1024
 
 
 def apply_repetition_penalty(logits: np.ndarray, history: Sequence[int], penalty: float) -> np.ndarray:
-    """CTRL-style: divide positive logits of seen tokens by `penalty`, multiply negative ones."""
+    """CTRL-style: divide positive logits of seen tokens by `penalty`, multiply negative ones (a copy)."""
     if penalty == 1.0 or not len(history):
         return logits
-    ids = np.unique(np.asarray(history, dtype=np.int64))
-    logits = logits.copy()
-    vals = logits[ids]
-    logits[ids] = np.where(vals > 0, vals / penalty, vals * penalty)
-    return logits
+    return _repetition_penalty(penalty)(history, logits.copy())
 
 
 def _filtered_probs(logits: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +99,8 @@ def make_sampler(params: SamplingParams) -> Callable[[np.ndarray, Sequence[int]]
     rng = np.random.default_rng(params.seed)
 
     def sample(logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        """`history` applies the repetition penalty here, for callers without logits processors;
+        the generator applies every processor itself and passes none."""
         logits = apply_repetition_penalty(logits, history, params.repetition_penalty)
         if params.temperature == 0:
             return int(np.argmax(logits))

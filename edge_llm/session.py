@@ -1,7 +1,11 @@
-"""One onnxruntime session per package, and a KV cache bound as the same buffer for past and present.
+"""One onnxruntime session per package (weights in memory once), and per-request KV caches.
 
-GroupQueryAttention detects that past_key and present_key share memory and then writes only the new
-rows in place, so a decode step copies no cache and its cost does not grow with copying.
+A `KVCache` belongs to one conversation or request: its own per-layer buffers, its own IOBinding and
+its own logits buffer. GroupQueryAttention sees past_key and present_key share memory and writes only
+the new rows in place, so a decode step copies no cache. Caches start small and grow in `chunk`
+positions (copying the valid rows once per growth) up to their `max_len`, so resident memory follows
+the context actually used. Any number of caches run on one `ModelSession`; onnxruntime's `Run` is
+thread-safe, so different caches may even step at the same time (the same cache must not).
 """
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ import onnxruntime as ort
 
 from .errors import ContextFullError, PackageError
 from .manifest import Manifest, load_manifest
+
+KV_CHUNK = 256   # positions a cache grows by; also its first size
+KV_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 def physical_cores() -> int:
@@ -47,26 +54,90 @@ def session_options(threads: int | None = None, *, spinning: bool = True) -> ort
 
 
 class KVCache:
-    """Per-layer (1, n_kv, max_len, head_dim) float32 buffers; `length` positions are valid."""
+    """One request's KV cache: per-layer (1, n_kv, capacity, head_dim) key/value buffers, bound as both
+    past and present in this cache's own IOBinding, plus its own logits buffer.
 
-    def __init__(self, manifest: Manifest, max_len: int):
-        kv = manifest.kv
-        shape = (1, kv["num_kv_heads"], max_len, kv["head_dim"])
-        # np.zeros maps untouched pages lazily: resident memory grows with the context actually used.
-        self.arrays = [(np.zeros(shape, np.float32), np.zeros(shape, np.float32)) for _ in range(kv["num_layers"])]
-        self.values = [(ort.OrtValue.ortvalue_from_numpy(k), ort.OrtValue.ortvalue_from_numpy(v)) for k, v in self.arrays]
+    `length` positions are valid; lowering it (`truncate`) rewinds the cache. `capacity` grows in
+    `chunk` steps up to `max_len` (never past it) when a forward needs more room.
+    """
+
+    def __init__(self, session: "ModelSession", max_len: int, *, chunk: int = KV_CHUNK):
+        self.session = session
         self.max_len = max_len
+        self.chunk = max(1, chunk)
         self.length = 0
+        self.capacity = 0
+        self.arrays: list[tuple[np.ndarray, np.ndarray]] = []
+        self.logits = np.zeros((1, 1, session.vocab), session.logits_dtype)
+        self._logits_ort = ort.OrtValue.ortvalue_from_numpy(self.logits)
+        self.binding = None
+        self._allocate(min(self.chunk, max_len))
 
     @property
     def nbytes(self) -> int:
-        return sum(k.nbytes + v.nbytes for k, v in self.arrays)
+        """Bytes allocated now (capacity positions)."""
+        return self.capacity * self.session.manifest.kv.bytes_per_position
+
+    @property
+    def max_nbytes(self) -> int:
+        """Bytes it would take at `max_len` positions."""
+        return self.max_len * self.session.manifest.kv.bytes_per_position
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first `n` positions (the rest is overwritten by later forwards)."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} positions to {n}")
+        self.length = n
+
+    def reserve(self, total: int) -> None:
+        """Make room for `total` positions, growing to the next multiple of `chunk` (at most max_len)."""
+        if total > self.max_len:
+            raise ContextFullError(f"{total} tokens do not fit the context of {self.max_len}")
+        if total > self.capacity:
+            self._allocate(min(self.max_len, -(-total // self.chunk) * self.chunk))
+
+    def copy(self, n: int | None = None) -> "KVCache":
+        """A new cache holding this one's first `n` positions (default: all valid ones)."""
+        n = self.length if n is None else n
+        if not 0 <= n <= self.length:
+            raise ValueError(f"cannot copy {n} positions of a cache holding {self.length}")
+        out = KVCache(self.session, self.max_len, chunk=self.chunk)
+        out.reserve(max(n, 1))
+        for (k, v), (k2, v2) in zip(self.arrays, out.arrays):
+            k2[:, :, :n] = k[:, :, :n]
+            v2[:, :, :n] = v[:, :, :n]
+        out.length = n
+        return out
+
+    def _allocate(self, capacity: int) -> None:
+        """New buffers of `capacity` positions holding the valid rows of the old ones, and a new binding."""
+        kv, s = self.session.manifest.kv, self.session
+        shape = (1, kv.num_kv_heads, capacity, kv.head_dim)
+        dtype = KV_DTYPES[kv.dtype]
+        new = []
+        for i in range(kv.num_layers):
+            k, v = np.zeros(shape, dtype), np.zeros(shape, dtype)
+            if self.length:
+                k[:, :, :self.length] = self.arrays[i][0][:, :, :self.length]
+                v[:, :, :self.length] = self.arrays[i][1][:, :, :self.length]
+            new.append((k, v))
+        b = s.sess.io_binding()
+        for i, (k, v) in enumerate(new):
+            ko, vo = ort.OrtValue.ortvalue_from_numpy(k), ort.OrtValue.ortvalue_from_numpy(v)
+            b.bind_ortvalue_input(s.names["past_key"][i], ko)
+            b.bind_ortvalue_input(s.names["past_value"][i], vo)
+            b.bind_ortvalue_output(s.names["present_key"][i], ko)
+            b.bind_ortvalue_output(s.names["present_value"][i], vo)
+        b.bind_ortvalue_output(s.manifest.io.logits, self._logits_ort)
+        self.arrays, self.binding, self.capacity = new, b, capacity
 
 
 class ModelSession:
+    """The loaded graph. Stateless between calls: every forward takes the cache it runs on."""
+
     def __init__(self, package_dir, *, threads: int | None = None, spinning: bool = True,
                  prefill_chunk: int = 512):
-        self.manifest = load_manifest(package_dir)
+        self.manifest: Manifest = load_manifest(package_dir)
         self.threads = threads or physical_cores()
         try:
             self.sess = ort.InferenceSession(str(self.manifest.file("model")),
@@ -74,65 +145,50 @@ class ModelSession:
                                              providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types without a common base
             raise PackageError(f"{self.manifest.file('model')}: onnxruntime could not load it: {str(e).splitlines()[0]}") from e
-        io = self.manifest.io
-        self.n_layers = self.manifest.kv["num_layers"]
-        self.vocab = self.manifest.model["vocab_size"]
-        self.context_length = self.manifest.model["context_length"]
+        io, kv = self.manifest.io, self.manifest.kv
+        self.n_layers = kv.num_layers
+        self.vocab = self.manifest.model.vocab_size
+        self.context_length = self.manifest.model.context_length
         self.prefill_chunk = prefill_chunk
-        self._names = {k: [io[k].format(i=i) for i in range(self.n_layers)]
-                       for k in ("past_key", "past_value", "present_key", "present_value")}
-        self._ones = np.ones((1, self.context_length), np.int64)
-        self._logits1 = np.zeros((1, 1, self.vocab), np.float32)
-        self._logits1_ort = ort.OrtValue.ortvalue_from_numpy(self._logits1)
-        self._binding = None
-        self._bound_cache = None
+        self.names = {k: io.per_layer(k, self.n_layers)
+                      for k in ("past_key", "past_value", "present_key", "present_value")}
+        out_types = {o.name: o.type for o in self.sess.get_outputs()}
+        self.logits_dtype = np.float16 if out_types.get(io.logits) == "tensor(float16)" else np.float32
+        self._ones = np.ones((1, self.context_length), np.int64)   # read-only, shared by every cache
 
-    def new_cache(self, max_len: int | None = None) -> KVCache:
+    def new_cache(self, max_len: int | None = None, *, chunk: int = KV_CHUNK) -> KVCache:
+        """An empty cache for one request; `max_len` (default: the model's context) bounds its growth."""
         max_len = min(max_len or self.context_length, self.context_length)
-        return KVCache(self.manifest, max_len)
+        return KVCache(self, max_len, chunk=chunk)
 
-    def _bind_cache(self, cache: KVCache):
-        if self._bound_cache is cache:
-            return self._binding
-        b = self.sess.io_binding()
-        for i, (k, v) in enumerate(cache.values):
-            b.bind_ortvalue_input(self._names["past_key"][i], k)
-            b.bind_ortvalue_input(self._names["past_value"][i], v)
-            b.bind_ortvalue_output(self._names["present_key"][i], k)
-            b.bind_ortvalue_output(self._names["present_value"][i], v)
-        self._binding, self._bound_cache = b, cache
-        return b
-
-    def _run(self, ids: np.ndarray, cache: KVCache) -> np.ndarray:
+    def _run(self, ids: np.ndarray, cache: KVCache) -> None:
         total = cache.length + ids.shape[0]
-        b = self._bind_cache(cache)
-        b.bind_cpu_input("input_ids", ids.reshape(1, -1))
-        b.bind_cpu_input("attention_mask", self._ones[:, :total])
+        b = cache.binding
+        b.bind_cpu_input(self.manifest.io.input_ids, ids.reshape(1, -1))
+        b.bind_cpu_input(self.manifest.io.attention_mask, self._ones[:, :total])
         # logits_to_keep is left at its default of 1 (IOBinding cannot bind an overridable initializer)
-        b.bind_ortvalue_output("logits", self._logits1_ort)
         self.sess.run_with_iobinding(b)
         cache.length = total
-        return self._logits1[0, 0]
 
     def forward(self, ids, cache: KVCache) -> np.ndarray:
-        """Run `ids` after the cache's valid positions; returns the last position's logits (vocab,).
-        Long prompts go in chunks of `prefill_chunk` tokens."""
+        """Run `ids` after the cache's valid positions; returns a new float32 array with the last
+        position's logits (vocab,). Long prompts go in chunks of `prefill_chunk` tokens."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:
             raise ValueError("forward() needs at least one token")
-        if cache.length + ids.size > cache.max_len:
-            raise ContextFullError(f"{cache.length + ids.size} tokens do not fit the context of {cache.max_len}")
+        cache.reserve(cache.length + ids.size)
         for start in range(0, ids.size, self.prefill_chunk):
-            logits = self._run(ids[start:start + self.prefill_chunk], cache)
-        return logits
+            self._run(ids[start:start + self.prefill_chunk], cache)
+        return cache.logits[0, 0].astype(np.float32, copy=True)
 
     def logits_all(self, ids) -> np.ndarray:
         """Logits (T, vocab) for every position of `ids`, from an empty context (perplexity, validation)."""
+        io, kv = self.manifest.io, self.manifest.kv
         ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
-        kv = self.manifest.kv
-        empty = np.zeros((1, kv["num_kv_heads"], 0, kv["head_dim"]), np.float32)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "logits_to_keep": np.array([ids.shape[1]], np.int64)}
+        empty = np.zeros((1, kv.num_kv_heads, 0, kv.head_dim), KV_DTYPES[kv.dtype])
+        feeds = {io.input_ids: ids, io.attention_mask: np.ones_like(ids),
+                 io.logits_to_keep: np.array([ids.shape[1]], np.int64)}
         for i in range(self.n_layers):
-            feeds[self._names["past_key"][i]] = empty
-            feeds[self._names["past_value"][i]] = empty
-        return self.sess.run([self.manifest.io["logits"]], feeds)[0][0]
+            feeds[self.names["past_key"][i]] = empty
+            feeds[self.names["past_value"][i]] = empty
+        return self.sess.run([io.logits], feeds)[0][0]
