@@ -9,19 +9,25 @@ from .errors import ContextFullError
 from .generate import TokenRecord, generate_tokens
 from .sampling import SamplingParams
 from .session import KVCache, ModelSession
-from .tokenizer import Tokenizer, render_chat
+from .chat_template import chat_ids
+from .errors import PackageError
+from .tokenizer import Tokenizer
 
 
 class Model:
     def __init__(self, session: ModelSession, *, context_length: int | None = None):
         self.session = session
         self.manifest = session.manifest
-        self.tokenizer = Tokenizer(self.manifest)
+        self.tokenizer = Tokenizer.from_manifest(self.manifest)
         self.context_length = min(context_length or session.context_length, session.context_length)
 
     @classmethod
-    def load(cls, package_dir, *, threads: int | None = None, context_length: int | None = None,
+    def load(cls, package_dir=None, *, threads: int | None = None, context_length: int | None = None,
              spinning: bool = True) -> "Model":
+        """Load a package folder; without one, the bundled tiny model."""
+        if package_dir is None:
+            from .paths import BUNDLED
+            package_dir = BUNDLED
         return cls(ModelSession(Path(package_dir), threads=threads, spinning=spinning), context_length=context_length)
 
     def cache(self) -> KVCache:
@@ -35,7 +41,20 @@ class Model:
     @property
     def stop_strings(self) -> list[str]:
         chat = self.manifest.chat
-        return list(chat["stop_strings"]) if chat else []
+        return list(chat.stop_strings) if chat else []
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """End-of-turn ids for chat replies (every eos id and end-of-turn token the model defines)."""
+        chat = self.manifest.chat
+        return tuple(chat.stop_ids) if chat else self.tokenizer.eos_ids
+
+    def chat_ids(self, messages: Sequence[dict], *, add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of `messages` in the package's own chat template, ready for the assistant's reply."""
+        if self.manifest.chat is None:
+            raise PackageError(f"{self.manifest.path}: this package has no chat template; use `edge-llm generate` "
+                               f"for plain completion")
+        return chat_ids(self.manifest.chat, self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
     def stream(self, prompt: str | Sequence[int], *, params: SamplingParams | None = None, max_new_tokens: int = 256,
                stop_strings: Sequence[str] = (), ignore_eos: bool = False) -> Iterator[TokenRecord]:
@@ -89,17 +108,19 @@ class Conversation:
         self.cache.length = 0
 
     def _ids(self, messages) -> list[int]:
-        return render_chat(messages, self.model.manifest.chat, self.model.tokenizer)
+        return self.model.chat_ids(messages)
 
     def send(self, text: str, *, params: SamplingParams | None = None, max_new_tokens: int = 256) -> Iterator[TokenRecord]:
         msgs = self.messages + [{"role": "user", "content": text}]
         ids = self._ids(msgs)
         max_len = self.cache.max_len
         reserve = min(max_new_tokens, max_len // 4)
-        while len(ids) + reserve > max_len and len(msgs) > 1:
+        keep = 1 if msgs and msgs[0]["role"] == "system" else 0     # the system prompt always stays
+        while len(ids) + reserve > max_len and len(msgs) > keep + 1:
             # drop the oldest exchange (a user message and what follows it up to the next user message)
-            cut = next((i for i in range(1, len(msgs)) if msgs[i]["role"] == "user"), len(msgs) - 1)
-            msgs = msgs[cut:]
+            rest = msgs[keep:]
+            cut = next((i for i in range(1, len(rest)) if rest[i]["role"] == "user"), len(rest) - 1)
+            msgs = msgs[:keep] + rest[cut:]
             self.dropped_turns += 1
             ids = self._ids(msgs)
         _check_fits(len(ids), max_len)
@@ -111,7 +132,7 @@ class Conversation:
         gen = generate_tokens(self.model.session, self.model.tokenizer, self.cache, ids[reuse:],
                               params=params or SamplingParams(), history=ids[:reuse],
                               max_new_tokens=min(max_new_tokens, max_len - len(ids)),
-                              stop_strings=self.model.stop_strings)
+                              stop_strings=self.model.stop_strings, stop_ids=self.model.stop_ids)
         try:
             for rec in gen:
                 reply.append(rec.token_id)

@@ -23,3 +23,15 @@ class ExportError(EdgeLLMError):
 
 class ContextFullError(EdgeLLMError):
     """The conversation no longer fits the model's context window."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived where a command cleans up first (export); the CLI exits 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class ChatTemplateError(EdgeLLMError):
+    """A conversation the package's chat template cannot render (its own error is quoted)."""

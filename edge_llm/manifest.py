@@ -1,59 +1,180 @@
 """The package manifest: the only contract between the exporter and the runtime.
 
-The runtime reads these fields and nothing else about the model; it never branches on architecture.
+The exporter writes `manifest.json`; the runtime reads it into the frozen dataclasses below and uses
+their attributes, nothing else about the model. It never branches on architecture: `model.architecture`
+and `model.family` are recorded for people and reports only.
+
+Format history: 1 = MiniCPM v1 only, sentencepiece, per-role chat prefixes; 2 = any decoder family,
+tokenizer backend + chat template (jinja) + stop ids, file sizes and checksums.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from .errors import PackageError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT = "edge-llm-package"
+FORMAT_VERSION = 2
+KV_ITEMSIZE = {"float32": 4, "float16": 2}
+SAMPLE_CHUNK = 1 << 20   # bytes hashed at each of the start, middle and end of a file for the cheap check
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """Graph input/output names; per-layer names carry `{i}`."""
+    input_ids: str = "input_ids"
+    attention_mask: str = "attention_mask"
+    logits_to_keep: str = "logits_to_keep"
+    past_key: str = "past_key_values.{i}.key"
+    past_value: str = "past_key_values.{i}.value"
+    present_key: str = "present.{i}.key"
+    present_value: str = "present.{i}.value"
+    logits: str = "logits"
+
+    def per_layer(self, kind: str, n_layers: int) -> list[str]:
+        """kind: past_key | past_value | present_key | present_value."""
+        return [getattr(self, kind).format(i=i) for i in range(n_layers)]
+
+
+@dataclass(frozen=True)
+class KVSpec:
+    layout: str               # "BNSH": (batch, kv heads, sequence, head dim)
+    dtype: str                # "float32" | "float16"
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    max_length: int
+    shared_past_present: bool = True
+
+    @property
+    def bytes_per_position(self) -> int:
+        """Key + value bytes one context position takes over all layers."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * KV_ITEMSIZE[self.dtype]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    architecture: str         # for people and reports; the runtime never branches on it
+    family: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    context_length: int
+    parameters: int
+    details: Mapping[str, Any] = field(default_factory=dict)   # family extras (rope, scales), informative
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    backend: str              # "sentencepiece" (tokenizer.model) | "tokenizers" (tokenizer.json)
+    file: str
+    add_bos: bool
+    add_eos: bool
+    prepend_space: bool       # sentencepiece only: put "▁" before text (add_dummy_prefix / non-legacy)
+    bos_id: int | None
+    eos_ids: tuple[int, ...]
+    bos_token: str | None = None
+    eos_token: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatSpec:
+    template: str             # jinja2, rendered the way transformers' apply_chat_template does
+    source: str               # where it came from: "tokenizer_config.json", "chat_template.jinja", "builtin:minicpm"
+    stop_ids: tuple[int, ...]  # every end-of-turn id: generation stops on any of them
+    stop_strings: tuple[str, ...] = ()
+    bos_token: str = ""
+    eos_token: str = ""
+    add_bos: bool = False     # prepend BOS to the rendered conversation (MiniCPM's chat() does; templates
+                              # that write their own BOS say no)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    bytes: int
+    sha256: str
+    sample_sha256: str        # hash of (up to) the first, middle and last MiB: cheap enough for every load
 
 
 @dataclass(frozen=True)
 class Manifest:
     path: Path
-    data: dict
-
-    def __getitem__(self, key):
-        return self.data[key]
-
-    @property
-    def model(self) -> dict:
-        return self.data["model"]
-
-    @property
-    def io(self) -> dict:
-        return self.data["io"]
-
-    @property
-    def kv(self) -> dict:
-        return self.data["kv_cache"]
-
-    @property
-    def tokenizer(self) -> dict:
-        return self.data["tokenizer"]
-
-    @property
-    def chat(self) -> dict | None:
-        return self.data.get("chat")
-
-    @property
-    def generation(self) -> dict:
-        return self.data.get("generation") or {}
+    format_version: int
+    model: ModelSpec
+    io: IOSpec
+    kv: KVSpec
+    tokenizer: TokenizerSpec
+    chat: ChatSpec | None
+    files: Mapping[str, FileEntry]
+    generation: Mapping[str, Any]
+    quantization: Mapping[str, Any]
+    data: Mapping[str, Any]   # the whole JSON, for reports (sizes, source, validation, exporter)
 
     def file(self, key: str) -> Path:
-        return self.path / self.data["files"][key]
+        return self.path / self.files[key].name
+
+    def has_file(self, key: str) -> bool:
+        return key in self.files
+
+    @property
+    def sizes(self) -> Mapping[str, Any]:
+        return self.data.get("sizes") or {}
 
 
-REQUIRED = ("model", "files", "io", "kv_cache", "tokenizer")
+# ------------------------------------------------------------------------------------------- writing
+def file_entry(folder: Path, name: str) -> dict:
+    """Size and checksums of one package file, as the manifest records them."""
+    path = Path(folder) / name
+    full = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            full.update(chunk)
+    return {"name": name, "bytes": path.stat().st_size, "sha256": full.hexdigest(), "sample_sha256": sample_sha256(path)}
 
 
-def load_manifest(package_dir) -> Manifest:
+def sample_sha256(path: Path) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for start in sorted({0, max(0, size // 2 - SAMPLE_CHUNK // 2), max(0, size - SAMPLE_CHUNK)}):
+            f.seek(start)
+            h.update(f.read(SAMPLE_CHUNK))
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- reading
+def _build(cls, section: Any, where: str):
+    if not isinstance(section, dict):
+        raise PackageError(f"{where}: expected an object")
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    missing = sorted(required - set(section))
+    if missing:
+        raise PackageError(f"{where}: missing field(s) {', '.join(missing)}")
+    kw = {k: v for k, v in section.items() if k in names}
+    for k, v in kw.items():
+        if isinstance(v, list):
+            kw[k] = tuple(v)
+        elif isinstance(v, dict):
+            kw[k] = MappingProxyType(v)
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise PackageError(f"{where}: {e}") from e
+
+
+def load_manifest(package_dir, *, check_files: bool = True) -> Manifest:
     folder = Path(package_dir)
     path = folder / MANIFEST_NAME
     if not folder.is_dir():
@@ -64,17 +185,50 @@ def load_manifest(package_dir) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PackageError(f"{path}: not valid JSON ({e})") from e
-    if data.get("format") != "edge-llm-package":
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise PackageError(f"{path}: not an edge-llm package manifest")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise PackageError(f"{path}: format_version {version} is not supported by this runtime "
-                           f"(expects {FORMAT_VERSION}); re-export the checkpoint")
-    missing = [k for k in REQUIRED if k not in data]
+        raise PackageError(f"{path}: package format {version} is not supported by this runtime (it reads format "
+                           f"{FORMAT_VERSION}); re-export the checkpoint with this version of edge-llm")
+    missing = [k for k in ("model", "files", "io", "kv_cache", "tokenizer") if k not in data]
     if missing:
         raise PackageError(f"{path}: missing section(s) {', '.join(missing)}")
-    m = Manifest(folder, data)
-    for key in ("model", "weights", "tokenizer"):
-        if key in data["files"] and not m.file(key).is_file():
-            raise PackageError(f"{m.file(key)}: missing from the package")
+    if not isinstance(data["files"], dict):
+        raise PackageError(f"{path}: files: expected an object")
+    kv = _build(KVSpec, data["kv_cache"], f"{path}: kv_cache")
+    if kv.dtype not in KV_ITEMSIZE:
+        raise PackageError(f"{path}: kv_cache.dtype '{kv.dtype}' is not supported ({', '.join(KV_ITEMSIZE)})")
+    m = Manifest(
+        path=folder, format_version=version,
+        model=_build(ModelSpec, data["model"], f"{path}: model"),
+        io=_build(IOSpec, data["io"], f"{path}: io"),
+        kv=kv,
+        tokenizer=_build(TokenizerSpec, data["tokenizer"], f"{path}: tokenizer"),
+        chat=_build(ChatSpec, data["chat"], f"{path}: chat") if data.get("chat") else None,
+        files=MappingProxyType({k: _build(FileEntry, v, f"{path}: files.{k}") for k, v in data["files"].items()}),
+        generation=MappingProxyType(dict(data.get("generation") or {})),
+        quantization=MappingProxyType(dict(data.get("quantization") or {})),
+        data=MappingProxyType(data),
+    )
+    if check_files:
+        verify_files(m, full=False)
     return m
+
+
+def verify_files(m: Manifest, *, full: bool = False) -> None:
+    """Every recorded file exists with its recorded size and sampled checksum (`full`: whole-file sha256).
+    Catches truncated, replaced or zeroed files with one line naming the file."""
+    for key, entry in m.files.items():
+        p = m.path / entry.name
+        if not p.is_file():
+            raise PackageError(f"{p}: missing from the package")
+        size = p.stat().st_size
+        if size != entry.bytes:
+            raise PackageError(f"{p}: {size:,} bytes, the manifest records {entry.bytes:,} (truncated or replaced; "
+                               f"re-export or copy the package again)")
+        if sample_sha256(p) != entry.sample_sha256:
+            raise PackageError(f"{p}: contents differ from the manifest's checksum (corrupted; re-export or copy again)")
+        if full:
+            if file_entry(m.path, entry.name)["sha256"] != entry.sha256:
+                raise PackageError(f"{p}: sha256 differs from the manifest (corrupted; re-export or copy again)")

@@ -12,19 +12,21 @@ import numpy as np
 import onnx
 
 from edge_llm import __version__
-from edge_llm.errors import CheckpointError
-from edge_llm.manifest import FORMAT_VERSION, MANIFEST_NAME
+from edge_llm.errors import CheckpointError, ExportError
+from edge_llm.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, file_entry
 
 from .checkpoint import open_checkpoint
-from .config import MiniCPMConfig, config_for
-from .minicpm import IO, MiniCPMGraph
+from .decoder import IO, DecoderGraph
+from .families import DecoderConfig, Family, family_for
 from .onnx_writer import ExternalDataWriter, GraphBuilder
 from .package import atomic_folder, folder_bytes
 from .recipe import Recipe
-from .tokenizer_meta import chat_format, tokenizer_meta
+from .tokenizer_meta import chat_spec, tokenizer_spec
 
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
-COPIED = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+COPIED = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+          "generation_config.json", "chat_template.jinja")
+MAX_DEFAULT_CONTEXT = 32768   # the rotary table and attention mask are sized by it; --context-length raises it
 
 
 @dataclass
@@ -41,7 +43,7 @@ class ExportResult:
         return 1.0 - self.package_bytes / self.source_bytes
 
 
-def check_tensors(ckpt, cfg: MiniCPMConfig) -> None:
+def check_tensors(ckpt, cfg: DecoderConfig) -> None:
     for name, shape in cfg.expected_shapes().items():
         if name not in ckpt:
             raise CheckpointError(f"{ckpt.path}: tensor '{name}' is missing from the weights")
@@ -51,36 +53,39 @@ def check_tensors(ckpt, cfg: MiniCPMConfig) -> None:
 
 
 def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force: bool = False,
-                      validate: bool = True,
+                      validate: bool = True, context_length: int | None = None,
                       progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
     src, out = Path(src), Path(out)
     t0 = time.perf_counter()
     if not src.is_dir():
         raise CheckpointError(f"{src}: checkpoint folder not found")
-    if not (src / "tokenizer.model").is_file():
-        raise CheckpointError(f"{src / 'tokenizer.model'}: missing (the sentencepiece tokenizer is required)")
     with open_checkpoint(src) as ckpt:
-        cfg = config_for(ckpt.config, source=str(src / "config.json"))
+        family, cfg = family_for(ckpt.config, source=str(src / "config.json"))
         check_tensors(ckpt, cfg)
-        n_tensors, done = len(cfg.expected_shapes()), [0]
+        ctx = context_length or min(cfg.max_position_embeddings, MAX_DEFAULT_CONTEXT)
+        if not 1 <= ctx <= cfg.max_position_embeddings:
+            raise ExportError(f"context length {ctx} is outside 1..{cfg.max_position_embeddings} (the model's maximum)")
+        # progress counts the 2-D weights (linear layers and tables), the tensors that take the time
+        n_tensors, done = sum(len(s) == 2 for s in cfg.expected_shapes().values()), [0]
 
         def on_tensor(name):
             done[0] += 1
             if progress:
-                progress(name, done[0], n_tensors)
+                progress(name, min(done[0], n_tensors), n_tensors)
 
-        tok = tokenizer_meta(src)
-        with atomic_folder(out, force=force) as tmp:
+        tok, tokenizer = tokenizer_spec(src, cfg)
+        chat = chat_spec(src, family, tokenizer, tok)
+        with atomic_folder(out, force=force, source=src) as tmp:
             calibrator = None
             if recipe.needs_calibration:
                 from .calibrate import Calibrator, calibration_ids
-                ids = calibration_ids(src / "tokenizer.model", recipe.calibration, n_seq=recipe.calibration_seqs,
+                ids = calibration_ids(tokenizer.encode, tok["bos_id"], recipe.calibration, n_seq=recipe.calibration_seqs,
                                       seq_len=recipe.calibration_len)
                 calibrator = Calibrator(cfg, ckpt.load, ids)
             writer = ExternalDataWriter(tmp, DATA_FILE)
             try:
-                graph = MiniCPMGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, calibrator=calibrator,
-                                     progress=on_tensor)
+                graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx,
+                                     calibrator=calibrator, progress=on_tensor)
                 model = graph.build()
             finally:
                 writer.close()
@@ -88,8 +93,9 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
             for name in COPIED:
                 if (src / name).is_file():
                     shutil.copyfile(src / name, tmp / name)
-            manifest = build_manifest(cfg, recipe, tok, src=src, ckpt=ckpt, report=graph.report)
-            (tmp / "genai_config.json").write_text(json.dumps(genai_config(cfg), indent=2))
+            manifest = build_manifest(cfg, family, recipe, tok, chat, src=src, ckpt=ckpt, report=graph.report,
+                                      context_length=ctx, folder=tmp)
+            (tmp / "genai_config.json").write_text(json.dumps(genai_config(cfg, family, tok, ctx), indent=2))
             _write_manifest(tmp, manifest)
             if validate:
                 from .validate import validate_package
@@ -109,35 +115,34 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def build_manifest(cfg: MiniCPMConfig, recipe: Recipe, tok: dict, *, src: Path, ckpt, report) -> dict:
+def build_manifest(cfg: DecoderConfig, family: Family, recipe: Recipe, tok: dict, chat: dict | None, *, src: Path,
+                   ckpt, report, context_length: int, folder: Path) -> dict:
     gen = {}
     if (src / "generation_config.json").is_file():
         gen = json.loads((src / "generation_config.json").read_text(encoding="utf-8"))
-    template = tok.pop("chat_template")
+    files = {"model": MODEL_FILE, "weights": DATA_FILE, "tokenizer": tok["file"]}
     return {
-        "format": "edge-llm-package",
+        "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "exporter": {"name": "edge-llm", "version": __version__,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "model": {
-            "architecture": "MiniCPMForCausalLM", "family": "minicpm",
+            "architecture": cfg.architecture, "family": family.name,
             "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
             "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim, "intermediate_size": cfg.intermediate_size,
-            "vocab_size": cfg.vocab_size, "context_length": cfg.max_position_embeddings,
-            "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.rms_norm_eps,
-            "scales": {"scale_emb": cfg.scale_emb, "residual_scale": cfg.residual_scale,
-                       "logit_divisor": cfg.logit_divisor, "folded": ["residual_scale", "logit_divisor"]},
+            "vocab_size": cfg.vocab_size, "context_length": context_length,
             "parameters": int(sum(int(np.prod(s)) for s in cfg.expected_shapes().values())),
+            "details": {**cfg.details(), "max_position_embeddings": cfg.max_position_embeddings},
         },
-        "files": {"model": MODEL_FILE, "weights": DATA_FILE, "tokenizer": "tokenizer.model"},
+        "files": {key: file_entry(folder, name) for key, name in files.items()},
         "io": dict(IO),
         "kv_cache": {"layout": "BNSH", "dtype": "float32", "num_layers": cfg.num_layers,
                      "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
-                     "shared_past_present": True, "max_length": cfg.max_position_embeddings},
+                     "shared_past_present": True, "max_length": context_length},
         "quantization": {**recipe.to_dict(), "worst_tensor": report.worst(),
                          "mean_rel_rms_error": report.mean()},
-        "tokenizer": {**tok, "bos_id": cfg.bos_token_id, "eos_ids": list(cfg.eos_token_ids)},
-        "chat": chat_format(template),
+        "tokenizer": tok,
+        "chat": chat,
         "generation": {k: gen[k] for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
                        if k in gen},
         "source": {"name": src.resolve().name, "format": ckpt.weight_files[0].name,
@@ -146,13 +151,16 @@ def build_manifest(cfg: MiniCPMConfig, recipe: Recipe, tok: dict, *, src: Path, 
     }
 
 
-def genai_config(cfg: MiniCPMConfig) -> dict:
-    """onnxruntime-genai has no MiniCPM type; the graph's I/O is llama's, so it runs as type 'llama'."""
+def genai_config(cfg: DecoderConfig, family: Family, tok: dict, context_length: int) -> dict:
+    """onnxruntime-genai runs the same graph; its model type is the family's (MiniCPM runs as 'llama':
+    the graph's I/O is llama's and the scales are inside the graph)."""
+    eos = tok["eos_ids"]
+    pad = eos[0]
     return {
         "model": {
-            "bos_token_id": cfg.bos_token_id, "context_length": cfg.max_position_embeddings,
-            "eos_token_id": list(cfg.eos_token_ids) if len(cfg.eos_token_ids) > 1 else cfg.eos_token_ids[0],
-            "pad_token_id": cfg.eos_token_ids[0], "type": "llama", "vocab_size": cfg.vocab_size,
+            "bos_token_id": tok["bos_id"] if tok["bos_id"] is not None else pad, "context_length": context_length,
+            "eos_token_id": list(eos) if len(eos) > 1 else eos[0],
+            "pad_token_id": pad, "type": family.genai_type, "vocab_size": cfg.vocab_size,
             "decoder": {
                 "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
                 "filename": MODEL_FILE, "head_size": cfg.head_dim, "hidden_size": cfg.hidden_size,
@@ -166,7 +174,7 @@ def genai_config(cfg: MiniCPMConfig) -> dict:
             },
         },
         "search": {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
-                   "max_length": cfg.max_position_embeddings, "min_length": 0, "no_repeat_ngram_size": 0,
+                   "max_length": context_length, "min_length": 0, "no_repeat_ngram_size": 0,
                    "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": True,
                    "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0},
     }

@@ -1,6 +1,8 @@
-"""A plain numpy forward pass of MiniCPM v1, full recompute (no cache): the oracle for exports.
+"""A plain numpy forward pass of the decoder, full recompute (no cache): the oracle for exports.
 
-Follows shared/reference/minicpm.md §2 line by line; float32 throughout.
+One copy of the decoder maths, driven by the DecoderConfig hooks. The calibrator advances the same
+`decoder_layer` one layer at a time and reads the inputs of each linear layer through `taps`.
+float32 throughout.
 """
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from .config import MiniCPMConfig
+from .families import DecoderConfig
+
+Getter = Callable[[str], np.ndarray]
 
 
 def rms_norm(x, w, eps):
@@ -16,43 +20,77 @@ def rms_norm(x, w, eps):
     return (x / np.sqrt(var + eps)) * w
 
 
-def rope(x, positions, theta):
-    # x: (T, n, hd) in rotate-half convention
+def rope(x, positions, inv_freq):
+    """x: (T, n, hd), rotate-half convention; inv_freq: (hd/2,) with any rope scaling applied."""
     hd = x.shape[-1]
-    inv = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))
-    freqs = positions[:, None].astype(np.float32) * inv[None, :]          # (T, hd/2)
+    freqs = positions[:, None].astype(np.float32) * inv_freq[None, :]          # (T, hd/2)
     emb = np.concatenate([freqs, freqs], axis=-1)
     cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
     rot = np.concatenate([-x[..., hd // 2:], x[..., : hd // 2]], axis=-1)
     return x * cos + rot * sin
 
 
-def forward(cfg: MiniCPMConfig, get: Callable[[str], np.ndarray], ids) -> np.ndarray:
-    """Logits (T, vocab) for token ids (T,); `get(name)` returns a float32 Hugging Face tensor."""
-    ids = np.asarray(ids)
-    T, H, KV, hd = len(ids), cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    emb = get("model.embed_tokens.weight")
-    h = emb[ids] * np.float32(cfg.scale_emb)                                 # (T, d)
-    pos = np.arange(T)
+def embed(cfg: DecoderConfig, get: Getter, ids) -> np.ndarray:
+    h = get("model.embed_tokens.weight")[np.asarray(ids)]                      # (..., T, d)
+    return h * np.float32(cfg.embedding_scale) if cfg.embedding_scale != 1.0 else h
+
+
+def _proj(cfg: DecoderConfig, get: Getter, x, p: str, name: str):
+    y = x @ get(f"{p}.self_attn.{name}.weight").T
+    return y + get(f"{p}.self_attn.{name}.bias") if cfg.attention_bias else y
+
+
+def attention(cfg: DecoderConfig, get: Getter, i: int, x: np.ndarray) -> np.ndarray:
+    """Causal self-attention of one sequence x (T, d) → (T, H*hd), before o_proj."""
+    T, H, KV, hd = x.shape[0], cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    p = f"model.layers.{i}"
+    q = _proj(cfg, get, x, p, "q_proj").reshape(T, H, hd)
+    k = _proj(cfg, get, x, p, "k_proj").reshape(T, KV, hd)
+    v = _proj(cfg, get, x, p, "v_proj").reshape(T, KV, hd)
+    if cfg.qk_norm:
+        q = rms_norm(q, get(f"{p}.self_attn.q_norm.weight"), cfg.rms_norm_eps)
+        k = rms_norm(k, get(f"{p}.self_attn.k_norm.weight"), cfg.rms_norm_eps)
+    pos, inv = np.arange(T), cfg.inv_freq()
+    q, k = rope(q, pos, inv), rope(k, pos, inv)
+    k, v = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)       # (T, H, hd)
     mask = np.triu(np.full((T, T), -np.inf, np.float32), 1)
-    r = np.float32(cfg.residual_scale)
+    att = np.einsum("thd,shd->hts", q, k) / np.float32(np.sqrt(hd)) + mask
+    att = np.exp(att - att.max(-1, keepdims=True))
+    att /= att.sum(-1, keepdims=True)
+    return np.einsum("hts,shd->thd", att, v).reshape(T, H * hd)
+
+
+def decoder_layer(cfg: DecoderConfig, get: Getter, i: int, h: np.ndarray,
+                  taps: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """h (..., T, d) → h after layer i. `taps`, when given, receives the input of every linear layer
+    by its short name (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)."""
+    p, r = f"model.layers.{i}", np.float32(cfg.residual_scale)
+    x = rms_norm(h, get(f"{p}.input_layernorm.weight"), cfg.rms_norm_eps)
+    seqs = x.reshape(-1, *x.shape[-2:])
+    attn = np.stack([attention(cfg, get, i, s) for s in seqs]).reshape(*x.shape[:-1], cfg.q_dim)
+    h = h + (attn @ get(f"{p}.self_attn.o_proj.weight").T) * r
+    x2 = rms_norm(h, get(f"{p}.post_attention_layernorm.weight"), cfg.rms_norm_eps)
+    g = x2 @ get(f"{p}.mlp.gate_proj.weight").T
+    u = x2 @ get(f"{p}.mlp.up_proj.weight").T
+    m = (g / (1 + np.exp(-g))) * u
+    if taps is not None:
+        taps.update(q_proj=x, k_proj=x, v_proj=x, o_proj=attn, gate_proj=x2, up_proj=x2, down_proj=m)
+    return h + (m @ get(f"{p}.mlp.down_proj.weight").T) * r
+
+
+def final_hidden(cfg: DecoderConfig, get: Getter, h: np.ndarray) -> np.ndarray:
+    """The lm_head's input: the final norm with the logit divisor applied."""
+    out = rms_norm(h, get("model.norm.weight"), cfg.rms_norm_eps)
+    return out / np.float32(cfg.logit_divisor) if cfg.logit_divisor != 1.0 else out
+
+
+def head_weight_name(cfg: DecoderConfig) -> str:
+    return "model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"
+
+
+def forward(cfg: DecoderConfig, get: Getter, ids) -> np.ndarray:
+    """Logits (T, vocab) for token ids (T,); `get(name)` returns a float32 Hugging Face tensor."""
+    h = embed(cfg, get, ids)                                                   # (T, d)
     for i in range(cfg.num_layers):
-        p = f"model.layers.{i}"
-        x = rms_norm(h, get(f"{p}.input_layernorm.weight"), cfg.rms_norm_eps)
-        q = (x @ get(f"{p}.self_attn.q_proj.weight").T).reshape(T, H, hd)
-        k = (x @ get(f"{p}.self_attn.k_proj.weight").T).reshape(T, KV, hd)
-        v = (x @ get(f"{p}.self_attn.v_proj.weight").T).reshape(T, KV, hd)
-        q, k = rope(q, pos, cfg.rope_theta), rope(k, pos, cfg.rope_theta)
-        k, v = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)   # (T, H, hd)
-        att = np.einsum("thd,shd->hts", q, k) / np.float32(np.sqrt(hd)) + mask
-        att = np.exp(att - att.max(-1, keepdims=True))
-        att /= att.sum(-1, keepdims=True)
-        o = np.einsum("hts,shd->thd", att, v).reshape(T, H * hd)
-        h = h + (o @ get(f"{p}.self_attn.o_proj.weight").T) * r
-        x = rms_norm(h, get(f"{p}.post_attention_layernorm.weight"), cfg.rms_norm_eps)
-        g = x @ get(f"{p}.mlp.gate_proj.weight").T
-        u = x @ get(f"{p}.mlp.up_proj.weight").T
-        h = h + (((g / (1 + np.exp(-g))) * u) @ get(f"{p}.mlp.down_proj.weight").T) * r
-    h = rms_norm(h, get("model.norm.weight"), cfg.rms_norm_eps) / np.float32(cfg.logit_divisor)
-    head = emb if cfg.tie_word_embeddings else get("lm_head.weight")
-    return (h @ head.T).astype(np.float32)
+        h = decoder_layer(cfg, get, i, h)
+    return (final_hidden(cfg, get, h) @ get(head_weight_name(cfg)).T).astype(np.float32)

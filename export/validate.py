@@ -17,10 +17,10 @@ class LogitsMismatchError(ExportError):
 
 
 def check_io(session, manifest) -> None:
-    io, n = manifest.io, manifest.kv["num_layers"]
-    want_in = {io["input_ids"], io["attention_mask"], io["logits_to_keep"]}
-    want_in |= {io[k].format(i=i) for k in ("past_key", "past_value") for i in range(n)}
-    want_out = {io["logits"]} | {io[k].format(i=i) for k in ("present_key", "present_value") for i in range(n)}
+    io, n = manifest.io, manifest.kv.num_layers
+    want_in = {io.input_ids, io.attention_mask, io.logits_to_keep}
+    want_in |= {name for k in ("past_key", "past_value") for name in io.per_layer(k, n)}
+    want_out = {io.logits} | {name for k in ("present_key", "present_value") for name in io.per_layer(k, n)}
     got_in = {i.name for i in session.sess.get_inputs() + session.sess.get_overridable_initializers()}
     got_out = {o.name for o in session.sess.get_outputs()}
     if got_in != want_in or got_out != want_out:
@@ -41,6 +41,17 @@ def check_logits(session, cfg, get, *, ids, precision: str) -> dict:
     return {"max_abs_diff": diff, "top1_agreement": top1}
 
 
+PROBE_TEXT = ("The quick brown fox jumps over the lazy dog. 床前明月光，疑是地上霜。 def f(x): return 2 * x + 1\n"
+              "In the beginning God created the heaven and the earth.")
+
+
+def probe_ids(manifest, n: int = 16) -> np.ndarray:
+    """Ordinary text as the model's tokenizer encodes it (special or untrained ids would make a poor probe)."""
+    from edge_llm.tokenizer import Tokenizer
+    ids = Tokenizer.from_manifest(manifest).encode(PROBE_TEXT, bos=True)[:n]
+    return np.asarray(ids, np.int64)
+
+
 def validate_package(folder: Path, *, ckpt, cfg, max_params_for_numeric: int = 200_000_000) -> dict:
     """I/O names always; logits against the numpy reference when the model is small enough to run it."""
     from edge_llm.session import ModelSession
@@ -48,9 +59,9 @@ def validate_package(folder: Path, *, ckpt, cfg, max_params_for_numeric: int = 2
     session = ModelSession(folder, threads=None)
     check_io(session, session.manifest)
     result = {"io": "ok"}
-    if session.manifest.model["parameters"] <= max_params_for_numeric:
-        ids = np.arange(1, 17) % cfg.vocab_size
-        precision = session.manifest["quantization"]["precision"]
+    if session.manifest.model.parameters <= max_params_for_numeric:
+        ids = probe_ids(session.manifest)
+        precision = session.manifest.quantization["precision"]
         # int4 is compared with the original weights too: the figure is quantization plus kernel error,
         # reported (top-1 agreement), not enforced; fp32 must match within 1e-3.
         result |= check_logits(session, cfg, ckpt.load, ids=ids, precision=precision)

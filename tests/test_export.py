@@ -42,10 +42,15 @@ def test_int4_export_agrees_on_top1(tiny_int4, reference):
 @NEEDS_SHARED
 def test_package_contents(tiny_int4):
     m = json.loads((tiny_int4 / "manifest.json").read_text(encoding="utf-8"))
-    assert m["format_version"] == 1
+    assert m["format_version"] == 2
     assert m["model"]["num_layers"] == 8 and m["model"]["num_kv_heads"] == 2 and m["model"]["vocab_size"] == 8192
+    assert m["model"]["architecture"] == "MiniCPMForCausalLM" and m["model"]["family"] == "minicpm"
+    assert m["tokenizer"]["backend"] == "sentencepiece" and m["tokenizer"]["prepend_space"] is False
     assert m["tokenizer"]["eos_ids"] == [2] and m["tokenizer"]["add_bos"] is True
-    assert m["chat"]["roles"]["user"] == {"prefix": "<用户>", "suffix": "<AI>"}
+    assert m["chat"]["source"] == "tokenizer_config.json" and "<用户>" in m["chat"]["template"]
+    assert m["chat"]["add_bos"] is True and m["chat"]["stop_ids"] == [2]
+    for key, entry in m["files"].items():
+        assert (tiny_int4 / entry["name"]).stat().st_size == entry["bytes"] and len(entry["sha256"]) == 64
     assert m["source"]["sha256"] and len(m["source"]["sha256"]) == 64
     assert m["sizes"]["package_bytes"] == sum(p.stat().st_size for p in tiny_int4.iterdir())
     for name in ("model.onnx", "model.onnx.data", "tokenizer.model", "genai_config.json"):
@@ -164,7 +169,7 @@ def test_unsupported_architecture_lists_supported(tmp_path):
     cfg = json.loads((src / "config.json").read_text())
     cfg["architectures"] = ["GPT2LMHeadModel"]
     (src / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"GPT2LMHeadModel.*supported: MiniCPMForCausalLM"):
+    with pytest.raises(CheckpointError, match=r"GPT2LMHeadModel.*supported: LlamaForCausalLM, MiniCPMForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"):
         export_checkpoint(src, tmp_path / "pkg")
 
 

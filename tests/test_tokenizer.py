@@ -4,7 +4,8 @@ import pytest
 from edge_llm.cli import BUNDLED
 from edge_llm.generate import StopMatcher
 from edge_llm.manifest import load_manifest
-from edge_llm.tokenizer import Tokenizer, render_chat
+from edge_llm.chat_template import chat_ids, render
+from edge_llm.tokenizer import Tokenizer
 
 from conftest import FIXTURES
 
@@ -19,7 +20,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tok():
-    return Tokenizer(load_manifest(BUNDLED))
+    return Tokenizer.from_manifest(load_manifest(BUNDLED))
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -54,15 +55,14 @@ def test_reference_input_ids(reference, tok):
 
 
 def test_chat_rendering_multi_turn(tok):
+    """MiniCPM's own chat(): the template's text tokenized whole after BOS, no </s> after assistant turns."""
     chat = load_manifest(BUNDLED).chat
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
             {"role": "user", "content": "你好"}]
-    ids = render_chat(msgs, chat, tok)
-    eos = tok.eos_ids[0]
-    assert ids[0] == tok.bos_id
-    assert ids == [tok.bos_id] + tok.encode("<用户>Hi<AI>") + tok.encode("Hello") + [eos] + tok.encode("<用户>你好<AI>")
-    # a conversation's ids extend the previous turn's: the KV cache can be reused
-    assert ids[: len(render_chat(msgs[:1], chat, tok))] == render_chat(msgs[:1], chat, tok)
+    assert render(chat, msgs) == "<用户>Hi<AI>Hello<用户>你好<AI>"
+    ids = chat_ids(chat, tok, msgs)
+    assert ids == [tok.bos_id] + tok.encode("<用户>Hi<AI>Hello<用户>你好<AI>")
+    assert tok.eos_ids[0] not in ids
 
 
 def test_stop_matcher_holds_back_partial_markers():

@@ -63,7 +63,7 @@ def run_bench(package_dir, *, threads_list: Sequence[int | None] = (None,), pp: 
                 "prompt": f"random token ids in [{FIRST_ID}, vocab)"}
     costs = {"currency": currency, "price_per_kwh": price_per_kwh, "device_price": device_price,
              "lifetime_years": lifetime_years, "duty_cycle": duty_cycle}
-    _check_settings(settings, costs, manifest.model["context_length"])
+    _check_settings(settings, costs, manifest.model.context_length)
     # process_time has ns resolution; the meter's default os.times() ticks at 10 ms, too coarse for short tests
     meter = EnergyMeter(root=energy_root, tdp_watts=cpu_watts, cpu_clock=time.process_time)
     report = _new_report(package_dir, manifest, settings, costs, meter, cpu_watts=cpu_watts,
@@ -171,7 +171,7 @@ def _bench_threads(run: dict, package_dir: Path, manifest, settings: dict, meter
     run["threads_requested"], run["threads"] = run["threads"], model.session.threads
     run["memory"]["rss_after_load_bytes"] = rss_bytes()
     rng = np.random.default_rng(settings["seed"])
-    hi = min(manifest.model["vocab_size"], model.tokenizer.vocab_size)
+    hi = min(manifest.model.vocab_size, model.tokenizer.vocab_size)
     label = f"threads {model.session.threads}"
     try:  # also on Ctrl-C: record memory and free the session
         tg = settings["tg"]
@@ -245,23 +245,23 @@ def _measure_tg(model, ids: list[int], n: int, meter: EnergyMeter) -> dict:
 
 
 def package_summary(package_dir: Path, manifest) -> dict:
-    m, q = manifest.model, manifest.data.get("quantization") or {}
+    m, q = manifest.model, manifest.quantization
     on_disk = sum(p.stat().st_size for p in package_dir.rglob("*") if p.is_file())
     sizes = manifest.data.get("sizes") or {}
     source = sizes.get("source_weights_bytes")
-    weights = manifest.file("weights") if "weights" in manifest.data["files"] else manifest.file("model")
+    weights = manifest.file("weights") if manifest.has_file("weights") else manifest.file("model")
     kv = manifest.kv
     return {
         "path": str(package_dir),
         "name": package_dir.resolve().name,
         "format_version": manifest.data.get("format_version"),
         "exporter": manifest.data.get("exporter"),
-        "shape": {k: m.get(k) for k in ("architecture", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-                                        "head_dim", "intermediate_size", "vocab_size", "context_length")},
-        "parameters": m.get("parameters"),
+        "shape": {k: getattr(m, k) for k in ("architecture", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                                             "head_dim", "intermediate_size", "vocab_size", "context_length")},
+        "parameters": m.parameters,
         "quantization": {k: q.get(k) for k in ("precision", "block_size", "symmetric", "accuracy_level", "target")},
-        "kv_cache": {"dtype": kv.get("dtype"), "num_layers": kv["num_layers"], "num_kv_heads": kv["num_kv_heads"],
-                     "head_dim": kv["head_dim"]},
+        "kv_cache": {"dtype": kv.dtype, "num_layers": kv.num_layers, "num_kv_heads": kv.num_kv_heads,
+                     "head_dim": kv.head_dim, "bytes_per_position": kv.bytes_per_position},
         "source": {k: (manifest.data.get("source") or {}).get(k) for k in ("format", "sha256")},
         "package_bytes": on_disk,
         "weights_file_bytes": weights.stat().st_size,

@@ -1,19 +1,20 @@
-"""MiniCPM v1 as an onnxruntime CPU graph: int4 MatMulNBits, GroupQueryAttention, fused RMSNorms.
+"""The decoder graph every family shares, for onnxruntime's CPU kernels: int4 MatMulNBits,
+GroupQueryAttention with fused rotary, fused RMSNorms. Family differences come from DecoderConfig hooks.
 
-    input_ids ─ GatherBlockQuantized(tied table) ─ ×scale_emb ─┐
-                                                                 ▼
-    ┌──────────── layer i (×L) ─────────────────────────────────────────────────────────┐
-    │ [Skip]SimplifiedLayerNorm(input_layernorm) ─ MatMulNBits(q|k|v) ─ GQA(rotary, KV)   │
-    │   ─ MatMulNBits(o_proj · r) ─ SkipSimplifiedLayerNorm(post_attention_layernorm)      │
-    │   ─ MatMulNBits(gate|up) ─ Split ─ silu(gate)·up ─ MatMulNBits(down_proj · r) ───────┤
-    └──────────────────────────────────────────────────────────────────────────────────────┘
-    SkipSimplifiedLayerNorm(norm / (hidden/dim_model_base)) ─ last `logits_to_keep` positions
-      ─ MatMulNBits(tied table) ─ logits
+    input_ids ─ GatherBlockQuantized(int4 table) ─ [×embedding_scale] ─┐
+                                                                        ▼
+    ┌──────────── layer i (×L) ─────────────────────────────────────────────────────────────────┐
+    │ [Skip]SimplifiedLayerNorm(input_layernorm) ─ MatMulNBits(q|k|v) [+bias]                      │
+    │   [─ Split ─ per-head RMSNorm(q_norm, k_norm)] ─ GQA(rotary, KV) ─ MatMulNBits(o_proj · r)   │
+    │   ─ SkipSimplifiedLayerNorm(post_attention_layernorm) ─ MatMulNBits(gate|up) ─ Split         │
+    │   ─ silu(gate)·up ─ MatMulNBits(down_proj · r) ──────────────────────────────────────────────┤
+    └─────────────────────────────────────────────────────────────────────────────────────────────┘
+    SkipSimplifiedLayerNorm(norm / logit_divisor) ─ last `logits_to_keep` positions ─ MatMulNBits(head) ─ logits
 
-MiniCPM's three scales are exact: scale_emb is a Mul after the lookup (the table is shared with
-the head, so it cannot be folded); the residual scale r = scale_depth/sqrt(L) is folded into
-o_proj and down_proj (each branch ends in a bias-free Linear); the logit divisor is folded into the
-final norm's weight (the head is bias-free). Folding happens in float32 before quantization.
+Scales are exact: the embedding scale is a Mul after the lookup (a tied table is shared with the head,
+so it cannot be folded); the residual scale r is folded into o_proj and down_proj (each branch ends in
+a bias-free Linear); the logit divisor is folded into the final norm's weight (the head is bias-free).
+Folding happens in float32 before quantization; hooks at their neutral value (1.0) emit nothing.
 """
 from __future__ import annotations
 
@@ -22,22 +23,17 @@ from typing import Callable
 import numpy as np
 from onnx import TensorProto, helper
 
-from .config import MiniCPMConfig
+from dataclasses import asdict
+
+from edge_llm.manifest import IOSpec
+
+from .families import DecoderConfig
 from .onnx_writer import GraphBuilder
 from .quant import QTensor, dequantize_int4, quantize_int4
 from .recipe import Recipe
 
 MS = "com.microsoft"
-IO = {
-    "input_ids": "input_ids",
-    "attention_mask": "attention_mask",
-    "logits_to_keep": "logits_to_keep",
-    "past_key": "past_key_values.{i}.key",
-    "past_value": "past_key_values.{i}.value",
-    "present_key": "present.{i}.key",
-    "present_value": "present.{i}.value",
-    "logits": "logits",
-}
+IO = asdict(IOSpec())   # the standard names (onnxruntime-genai's); recorded in the manifest
 
 
 class QuantReport:
@@ -60,11 +56,12 @@ class QuantReport:
         return max(self.rows, key=lambda r: r["rel_rms_error"], default=None)
 
 
-class MiniCPMGraph:
-    def __init__(self, cfg: MiniCPMConfig, recipe: Recipe, g: GraphBuilder, *,
-                 get: Callable[[str], np.ndarray], calibrator=None,
+class DecoderGraph:
+    def __init__(self, cfg: DecoderConfig, recipe: Recipe, g: GraphBuilder, *,
+                 get: Callable[[str], np.ndarray], context_length: int | None = None, calibrator=None,
                  progress: Callable[[str], None] = lambda name: None):
         self.cfg, self.recipe, self.g, self.get = cfg, recipe, g, get
+        self.context_length = context_length or cfg.max_position_embeddings
         self.calibrator = calibrator
         self.progress = progress
         self.report = QuantReport()
@@ -88,8 +85,16 @@ class MiniCPMGraph:
             inputs.append(g.weight(f"{name}.zero_points", q.zero_points))
         return inputs
 
-    def linear(self, x: str, names: list[str], path: str, *, scale: float = 1.0) -> str:
-        """y = x @ concat(W_names)^T, as one MatMulNBits (int4) or MatMul (fp32)."""
+    def linear(self, x: str, names: list[str], path: str, *, scale: float = 1.0, bias: bool = False) -> str:
+        """y = x @ concat(W_names)^T [+ concat(b_names)], as one MatMulNBits (int4) or MatMul (fp32)."""
+        y = self._matmul(x, names, path, scale=scale)
+        if not bias:
+            return y
+        b = np.concatenate([self.get(n.replace(".weight", ".bias")) for n in names]).astype(np.float32)
+        stored = "+".join(n.replace(".weight", ".bias") for n in names)
+        return self.g.op1("Add", [y, self.g.weight(stored, b)], f"{path}/Add")
+
+    def _matmul(self, x: str, names: list[str], path: str, *, scale: float) -> str:
         w = np.concatenate([self.get(n) for n in names], axis=0) if len(names) > 1 else self.get(names[0])
         if scale != 1.0:
             w = w * np.float32(scale)
@@ -137,13 +142,15 @@ class MiniCPMGraph:
             normed, residual = self._norm(attn, residual, f"{p}.post_attention_layernorm.weight",
                                           f"/model/layers.{i}/post_attention_layernorm")
             pending = self._mlp(i, normed)
-        final_w = self.get("model.norm.weight") / np.float32(cfg.logit_divisor)
+        final_w = self.get("model.norm.weight")
+        if cfg.logit_divisor != 1.0:
+            final_w = final_w / np.float32(cfg.logit_divisor)
         h, _ = self._norm(pending, residual, "model.norm.weight", "/model/norm", weight=final_w, need_residual=False)
         h = self._keep_last(h)
         logits = self._lm_head(h, head)
         self._store_head(head)
         g.nodes.append(helper.make_node("Identity", [logits], [IO["logits"]], name="/model/logits/Identity"))
-        graph = helper.make_graph(g.nodes, "minicpm", inputs, outputs, initializer=g.initializers)
+        graph = helper.make_graph(g.nodes, cfg.family, inputs, outputs, initializer=g.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)],
                                   producer_name="edge-llm")
         model.ir_version = 10
@@ -165,59 +172,64 @@ class MiniCPMGraph:
         """cos/sin caches (max_pos, head_dim/2) computed in the graph from inv_freq and folded by
         onnxruntime at load: identical values to the reference's fp32 outer product, zero bytes on disk."""
         cfg, g = self.cfg, self.g
-        hd = cfg.head_dim
-        inv_freq = (1.0 / (cfg.rope_theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))).astype(np.float32)
-        inv = g.weight("/model/rotary/inv_freq", inv_freq)
-        pos = g.op1("Range", [g.const(0.0, np.float32), g.const(float(cfg.max_position_embeddings), np.float32),
+        inv = g.weight("/model/rotary/inv_freq", cfg.inv_freq())       # rope scaling already applied
+        pos = g.op1("Range", [g.const(0.0, np.float32), g.const(float(self.context_length), np.float32),
                               g.const(1.0, np.float32)], "/model/rotary/Range")
         pos = g.op1("Unsqueeze", [pos, g.const([1])], "/model/rotary/Unsqueeze")
         freqs = g.op1("Mul", [pos, inv], "/model/rotary/Mul")                   # (max_pos, hd/2)
         return g.op1("Cos", [freqs], "/model/rotary/Cos"), g.op1("Sin", [freqs], "/model/rotary/Sin")
 
-    def _head_plan(self) -> dict:
-        """Names and layout of the tied table, which serves both the embedding lookup and the lm_head.
-        Its values are stored by _store_head after the layers, when GPTQ statistics for it exist."""
+    def _table_plan(self, name: str, method: str) -> dict:
+        """Names and layout of an int4 (V, d) table read by MatMulNBits (head) and/or GatherBlockQuantized
+        (embedding): the packed codes (V, nb, bs/2) serve both as they are."""
         cfg, r = self.cfg, self.recipe
-        name = "model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"
         if r.precision == "fp32":
             return {"name": name, "input": name}
         block = r.block_for(name, cfg.hidden_size) if r.head_block_size is None else r.lm_head_block
         inputs = [f"{name}.q4", f"{name}.scales"] + ([] if r.symmetric else [f"{name}.zero_points"])
-        return {"name": name, "block": block, "nb": -(-cfg.hidden_size // block), "inputs": inputs}
+        return {"name": name, "block": block, "nb": -(-cfg.hidden_size // block), "inputs": inputs, "method": method}
 
-    def _store_head(self, head: dict) -> None:
-        name, g = head["name"], self.g
+    def _head_plan(self) -> dict:
+        """The lm_head table; tied checkpoints also read their embedding from it. Its values are stored by
+        _store_table after the layers, when GPTQ statistics for it exist."""
+        name = "model.embed_tokens.weight" if self.cfg.tie_word_embeddings else "lm_head.weight"
+        return self._table_plan(name, self.recipe.head_method)
+
+    def _store_table(self, plan: dict, *, gather: bool) -> None:
+        name, g = plan["name"], self.g
         w = self.get(name)
         self.progress(name)
         if self.recipe.precision == "fp32":
             g.weight(name, w)
             return
-        q = self._quantize(name, w, head["block"], method=self.recipe.head_method, hf_name=name)
+        q = self._quantize(name, w, plan["block"], method=plan["method"], hf_name=name)
         self._store_q(name, q)
-        if q.zero_points is not None:
+        if gather and q.zero_points is not None:
             from .quant import pack_nibbles, unpack_nibbles
             v, nb = q.scales.shape
             # GatherBlockQuantized's uint8 zero points pack along its own (last) block axis: one per row here
             zp = unpack_nibbles(q.zero_points)[:, :nb].reshape(v, nb, 1)
             g.weight(f"{name}.embed_zero_points", pack_nibbles(np.pad(zp, ((0, 0), (0, 0), (0, 1)))))
 
+    def _store_head(self, head: dict) -> None:
+        self._store_table(head, gather=self.cfg.tie_word_embeddings)
+
     def _embedding(self, head) -> str:
         cfg, g = self.cfg, self.g
         ids = IO["input_ids"]
-        if not cfg.tie_word_embeddings:
-            emb_w = self.get("model.embed_tokens.weight")
-            self.progress("model.embed_tokens.weight")
-            x = g.op1("Gather", [g.weight("model.embed_tokens.weight", emb_w), ids], "/model/embed_tokens/Gather")
-        elif self.recipe.precision == "fp32":
-            x = g.op1("Gather", [head["input"], ids], "/model/embed_tokens/Gather")
+        if cfg.tie_word_embeddings:
+            table = head
+        else:                             # an untied embedding gets its own int4 table, stored now
+            table = self._table_plan("model.embed_tokens.weight", "rtn")
+            self._store_table(table, gather=True)
+        if self.recipe.precision == "fp32":
+            x = g.op1("Gather", [table["input"], ids], "/model/embed_tokens/Gather")
         else:
-            v, nb, bs = cfg.vocab_size, head["nb"], head["block"]
-            # GatherBlockQuantized reads the lm_head's packed codes (V, nb, bs/2) as they are, with the
-            # block along the last axis; only the small scales/zero points get a reshaped view.
-            scales = g.op1("Reshape", [head["inputs"][1], g.const([v, nb, 1])], "/model/embed_tokens/scales/Reshape")
-            gbq_in = [head["inputs"][0], ids, scales]
+            v, nb, bs = cfg.vocab_size, table["nb"], table["block"]
+            scales = g.op1("Reshape", [table["inputs"][1], g.const([v, nb, 1])], "/model/embed_tokens/scales/Reshape")
+            gbq_in = [table["inputs"][0], ids, scales]
             if not self.recipe.symmetric:
-                gbq_in.append(f"{head['name']}.embed_zero_points")
+                gbq_in.append(f"{table['name']}.embed_zero_points")
             x = g.op1("GatherBlockQuantized", gbq_in, "/model/embed_tokens/GatherBlockQuantized", domain=MS,
                       bits=4, block_size=bs, gather_axis=0, quantize_axis=2)   # (B, S, nb, bs)
             shape = g.op1("Concat", [g.op1("Slice", [g.op1("Shape", [ids], "/model/embed_tokens/Shape"), g.const([0]), g.const([2])],
@@ -226,7 +238,9 @@ class MiniCPMGraph:
             x = g.op1("Reshape", [x, shape], "/model/embed_tokens/Reshape")
             if nb * bs != cfg.hidden_size:
                 x = g.op1("Slice", [x, g.const([0]), g.const([cfg.hidden_size]), g.const([2])], "/model/embed_tokens/Trim")
-        return g.op1("Mul", [x, g.const(cfg.scale_emb, np.float32)], "/model/embed_tokens/scale_emb/Mul")
+        if cfg.embedding_scale == 1.0:
+            return x
+        return g.op1("Mul", [x, g.const(cfg.embedding_scale, np.float32)], "/model/embed_tokens/scale/Mul")
 
     def _norm(self, branch, residual, name, path, *, weight=None, need_residual=True):
         """RMSNorm of (residual + branch); returns (normed, new residual)."""
@@ -243,14 +257,37 @@ class MiniCPMGraph:
     def _attention(self, i, x, seqlens_k, total_len, cos, sin) -> str:
         cfg, g = self.cfg, self.g
         p, path = f"model.layers.{i}.self_attn", f"/model/layers.{i}/attn"
-        qkv = self.linear(x, [f"{p}.q_proj.weight", f"{p}.k_proj.weight", f"{p}.v_proj.weight"], f"{path}/qkv_proj")
+        qkv = self.linear(x, [f"{p}.q_proj.weight", f"{p}.k_proj.weight", f"{p}.v_proj.weight"], f"{path}/qkv_proj",
+                          bias=cfg.attention_bias)
+        q_k_v = [qkv, "", ""]
+        if cfg.qk_norm:
+            q_k_v = self._qk_norm(p, path, qkv)
         attn = g.op("GroupQueryAttention",
-                    [qkv, "", "", IO["past_key"].format(i=i), IO["past_value"].format(i=i), seqlens_k, total_len, cos, sin],
+                    q_k_v + [IO["past_key"].format(i=i), IO["past_value"].format(i=i), seqlens_k, total_len, cos, sin],
                     f"{path}/GroupQueryAttention", domain=MS,
                     outputs=[f"{path}/GroupQueryAttention/output_0", IO["present_key"].format(i=i), IO["present_value"].format(i=i)],
                     num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=1, rotary_interleaved=0,
                     scale=1.0 / float(np.sqrt(cfg.head_dim)))[0]
         return self.linear(attn, [f"{p}.o_proj.weight"], f"{path}/o_proj", scale=cfg.residual_scale)
+
+    def _qk_norm(self, p: str, path: str, qkv: str) -> list[str]:
+        """Split packed q|k|v (B, S, (H+2KV)·hd); RMSNorm each head of q and k over hd; GQA takes them apart.
+
+            qkv ─ Split ─ q ─ Reshape(B,S,H,hd) ─ SimplifiedLayerNorm(q_norm) ─ Reshape(B,S,H·hd) ─┐
+                        ├ k ─ (the same with k_norm, KV heads) ───────────────────────────────────┤ GQA
+                        └ v ──────────────────────────────────────────────────────────────────────┘
+        """
+        cfg, g = self.cfg, self.g
+        q, k, v = g.op("Split", [qkv, g.const([cfg.q_dim, cfg.kv_dim, cfg.kv_dim])], f"{path}/qkv/Split",
+                       outputs=3, axis=-1)
+        out = []
+        for name, t, heads in (("q_norm", q, cfg.num_heads), ("k_norm", k, cfg.num_kv_heads)):
+            t = g.op1("Reshape", [t, g.const([0, 0, heads, cfg.head_dim])], f"{path}/{name}/Reshape")
+            w = g.weight(f"{p}.{name}.weight", self.get(f"{p}.{name}.weight").astype(np.float32))
+            t = g.op1("SimplifiedLayerNormalization", [t, w], f"{path}/{name}/SimplifiedLayerNorm",
+                      axis=-1, epsilon=cfg.rms_norm_eps, stash_type=1)
+            out.append(g.op1("Reshape", [t, g.const([0, 0, heads * cfg.head_dim])], f"{path}/{name}/Reshape_out"))
+        return out + [v]
 
     def _mlp(self, i, x) -> str:
         cfg, g = self.cfg, self.g
