@@ -188,6 +188,9 @@ def llama_like(cfg: dict, *, architecture: str, family: str, source: str, **hook
     kv = int(r.get("num_key_value_heads", heads))
     if kv <= 0 or heads % kv:
         raise r.fail(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")
+    # transformers 5 writes rope settings as one `rope_parameters` object (theta inside); 4.x as two keys
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling")
+    theta = (cfg.get("rope_parameters") or {}).get("rope_theta", r.get("rope_theta", 10000.0))
     eos = r.get("eos_token_id", [])
     eos = tuple(int(e) for e in eos) if isinstance(eos, list) else (int(eos),)
     bos = cfg.get("bos_token_id")
@@ -195,10 +198,10 @@ def llama_like(cfg: dict, *, architecture: str, family: str, source: str, **hook
         architecture=architecture, family=family, hidden_size=hidden, num_layers=int(r.need("num_hidden_layers")),
         num_heads=heads, num_kv_heads=kv, head_dim=head_dim, intermediate_size=int(r.need("intermediate_size")),
         vocab_size=int(r.need("vocab_size")), max_position_embeddings=int(r.get("max_position_embeddings", 2048)),
-        rms_norm_eps=float(r.get("rms_norm_eps", 1e-6)), rope_theta=float(r.get("rope_theta", 10000.0)),
+        rms_norm_eps=float(r.get("rms_norm_eps", 1e-6)), rope_theta=float(theta),
         tie_word_embeddings=bool(r.get("tie_word_embeddings", False)),
         bos_token_id=None if bos is None else int(bos), eos_token_ids=eos,
-        rope_scaling=RopeScaling.from_dict(cfg.get("rope_scaling"), source=source),
+        rope_scaling=RopeScaling.from_dict(rope, source=source),
     )
     fields.update(hooks)
     return DecoderConfig(**fields)
