@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .logits import apply_processors, make_logits_processors
+from .records import StepMeter, default_step_meter, log_reply, reply_record
 from .sampling import SamplingParams, make_sampler
 from .session import KVCache, ModelSession
 from .tokenizer import Tokenizer
@@ -32,6 +33,8 @@ class TokenRecord:
     prompt_tokens: int         # tokens prefilled for this reply (after cache reuse)
     finish_reason: str | None  # None, or "eos" | "stop" | "length" | "context" on the last record
     cached_tokens: int = 0     # prompt positions that were already in the cache (not prefilled)
+    joules: float | None = None  # energy of the model step(s) behind this token (edge_llm.records)
+    energy_source: str | None = None  # "measured: <counter>" or "estimated: <power model>", as bench labels
 
 
 def prefill(session: ModelSession, cache: KVCache, ids: Sequence[int]) -> np.ndarray:
@@ -71,18 +74,26 @@ class StopMatcher:
         return out
 
 
+def _model_name(session) -> str:
+    manifest = getattr(session, "manifest", None)
+    return manifest.path.name if manifest is not None else ""
+
+
 def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache, new_ids: Sequence[int], *,
                     params: SamplingParams = SamplingParams(), max_new_tokens: int = 256,
                     stop_strings: Sequence[str] = (), history: Sequence[int] = (),
-                    stop_ids: Sequence[int] | None = None, ignore_eos: bool = False) -> Iterator[TokenRecord]:
+                    stop_ids: Sequence[int] | None = None, ignore_eos: bool = False,
+                    meter: StepMeter | None = None, log: bool = True) -> Iterator[TokenRecord]:
     """Prefill `new_ids` after the cache's valid positions, then sample until a stop condition.
 
     The cache ends holding every fed token; the last generated token is not fed (its KV is written
     when the next turn starts with it). `history` are the ids already in the cache (for the
-    repetition penalty). `stop_ids` end the reply (default: the tokenizer's eos ids); `session` is
-    anything with ModelSession's `forward` (records.MeteredSession wraps one to time and meter steps).
+    repetition penalty). `stop_ids` end the reply (default: the tokenizer's eos ids). `meter`
+    measures each step's energy (default: bench's model); `log` sends the finished reply's record to
+    the `edge_llm.replies` logger (see edge_llm.records), also when the caller stops early.
     """
     sample = make_sampler(params)
+    meter = meter or default_step_meter()
     seen = list(history) + list(new_ids)
     processors = make_logits_processors(repetition=params.repetition_penalty, presence=params.presence_penalty,
                                         frequency=params.frequency_penalty, bias=params.logit_bias,
@@ -90,31 +101,38 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
     stop_ids = set(tokenizer.eos_ids if stop_ids is None else stop_ids)
     decoder = tokenizer.stream()
     stops = StopMatcher(stop_strings)
-    cached = cache.length
-    t0 = time.perf_counter()
-    logits = prefill(session, cache, new_ids)
-    prompt_tokens = len(new_ids)
-    for index in range(max_new_tokens):
-        token = sample(apply_processors(processors, seen, logits))
-        seen.append(token)
-        elapsed = time.perf_counter() - t0
-        position = cache.length
-        finish = None
-        if token in stop_ids and not ignore_eos:
-            text, finish = decoder.flush(), "eos"
-            text = stops.feed(text)[0] + stops.flush()
-        else:
-            text, hit = stops.feed(decoder.push(token))
-            if hit:
-                finish = "stop"
-        if finish is None and index == max_new_tokens - 1:
-            finish = "length"
-            text += stops.feed(decoder.flush())[0] + stops.flush()
-        if finish is None and cache.length >= cache.max_len:
-            finish = "context"
-            text += stops.feed(decoder.flush())[0] + stops.flush()
-        yield TokenRecord(token, text, index, position, elapsed, prompt_tokens, finish, cached)
-        if finish is not None:
-            return
+    cached, source = cache.length, meter.describe()
+    out: list[TokenRecord] = []
+    try:
         t0 = time.perf_counter()
-        logits = decode_one_token(session, cache, token)
+        logits, energy = meter.run(prefill, session, cache, new_ids)
+        for index in range(max_new_tokens):
+            token = sample(apply_processors(processors, seen, logits))
+            seen.append(token)
+            elapsed = time.perf_counter() - t0
+            position = cache.length
+            finish = None
+            if token in stop_ids and not ignore_eos:
+                text, finish = decoder.flush(), "eos"
+                text = stops.feed(text)[0] + stops.flush()
+            else:
+                text, hit = stops.feed(decoder.push(token))
+                if hit:
+                    finish = "stop"
+            if finish is None and index == max_new_tokens - 1:
+                finish = "length"
+                text += stops.feed(decoder.flush())[0] + stops.flush()
+            if finish is None and cache.length >= cache.max_len:
+                finish = "context"
+                text += stops.feed(decoder.flush())[0] + stops.flush()
+            out.append(TokenRecord(token, text, index, position, elapsed, len(new_ids), finish, cached,
+                                   energy.joules, source))
+            yield out[-1]
+            if finish is not None:
+                return
+            t0 = time.perf_counter()
+            logits, energy = meter.run(decode_one_token, session, cache, token)
+    finally:
+        if log:
+            log_reply(reply_record(out, model=_model_name(session), prompt_tokens=cached + len(new_ids),
+                                   cached_tokens=cached))

@@ -1,29 +1,38 @@
 """One record per reply: tokens, speed, energy and cost, the same figures `bench` reports.
 
-`MeteredSession` wraps a ModelSession for one reply and meters every model step with bench's
-EnergyMeter (a RAPL/hwmon counter where one is readable, else bench's stated power model, labelled
-"estimated"; idle power subtracted as in bench). Metering each step rather than the whole reply keeps
-replies that share the machine from counting each other's work when their steps are serialised (the
-server's `lock`). `reply_record` turns the reply's TokenRecords and that energy into a `ReplyRecord`;
-cost is bench's cost model: electricity for the reply's joules plus, when a device price is given,
-the device's price amortised over the seconds the reply took.
+Energy: the generator meters every model step with bench's EnergyMeter (`StepMeter`): a RAPL/hwmon
+package counter where one is readable ("measured"), else bench's stated power model ("estimated"),
+idle power subtracted as in bench. Each TokenRecord carries the joules of the step(s) that produced
+it, so a reply's energy is the sum of its own steps: replies that take turns on one machine (the
+server's model loop) do not count each other's work. Steps that run *at the same time* on different
+threads would each see the whole process's CPU time; nothing in edge-llm does that.
+
+Cost: bench's cost model (edge_llm.bench.cost): electricity for the reply's joules at
+`price_per_kwh`, plus, when a device price is given, the device amortised over the reply's seconds.
+
+Logging: every finished reply is logged to the `edge_llm.replies` logger (when something listens);
+`log_replies_to(path)` attaches a handler that appends one JSON line per reply (`--metrics-log`).
 """
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from .bench import cost as cost_mod
 from .bench.energy import EnergyMeter, EnergyReading
-from .generate import TokenRecord
+
+if TYPE_CHECKING:
+    from .generate import TokenRecord
 
 DEFAULT_PRICE_PER_KWH = 0.15   # USD, the same stated assumption as bench
 DEFAULT_LIFETIME_YEARS = 5.0
+REPLY_LOGGER = logging.getLogger("edge_llm.replies")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,42 +44,58 @@ class CostSettings:
     duty_cycle: float = 1.0
 
 
-def new_energy_meter(*, cpu_watts: float | None = None) -> EnergyMeter:
-    """bench's meter with bench's settings: process_time (ns resolution) and idle power subtracted."""
-    return EnergyMeter(tdp_watts=cpu_watts, subtract_idle=True, cpu_clock=time.process_time)
+class StepMeter:
+    """Energy of single model steps, with bench's EnergyMeter and bench's settings (process_time,
+    idle subtracted). Counters are found once; each step gets its own EnergyMeter window, so
+    concurrent callers never share window state."""
+
+    def __init__(self, *, cpu_watts: float | None = None, idle_watts: float | None = None):
+        probe = EnergyMeter(tdp_watts=cpu_watts, subtract_idle=True, cpu_clock=time.process_time)
+        self.counters = probe.counters
+        self.power_model = probe.power_model
+        self.idle_watts = idle_watts   # measured idle power of the counters (measure_idle), if any
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.counters)
+
+    def describe(self) -> str:
+        if self.counters:
+            return "measured: " + " + ".join(c.name for c in self.counters)
+        return "estimated: " + self.power_model.describe()
+
+    def _meter(self) -> EnergyMeter:
+        return EnergyMeter(counters=self.counters, power_model=self.power_model, idle_watts=self.idle_watts,
+                           subtract_idle=True, cpu_clock=time.process_time)
+
+    def measure_idle(self, seconds: float = 2.0) -> float | None:
+        """With a counter, read idle power over `seconds` (subtracted from later steps, as bench does)."""
+        if not self.counters:
+            return None
+        self.idle_watts = self._meter().measure_idle(seconds).watts
+        return self.idle_watts
+
+    def run(self, fn: Callable[..., T], *args) -> tuple[T, EnergyReading]:
+        m = self._meter()
+        m.start()
+        try:
+            out = fn(*args)
+        finally:
+            reading = m.stop()
+        return out, reading
 
 
-class MeteredSession:
-    """A ModelSession's `forward` for one reply, timed and metered step by step.
+_default_meter: StepMeter | None = None
+_default_lock = threading.Lock()
 
-    `lock` (any context manager) is held around each step together with its meter window; a shared
-    `meter` must only be used under such a lock.
-    """
 
-    def __init__(self, session, *, meter: EnergyMeter, lock=None):
-        self.session = session
-        self.meter = meter
-        self.lock = lock if lock is not None else contextlib.nullcontext()
-        self.joules = 0.0
-        self.seconds = 0.0
-        self.measured: bool | None = None
-        self.source: str | None = None
-        self.steps = 0
-
-    def forward(self, ids, cache):
-        with self.lock:
-            self.meter.start()
-            try:
-                return self.session.forward(ids, cache)
-            finally:
-                self._add(self.meter.stop())
-
-    def _add(self, r: EnergyReading) -> None:
-        self.joules += r.joules
-        self.seconds += r.seconds
-        self.steps += 1
-        self.measured = r.measured if self.measured is None else (self.measured and r.measured)
-        self.source = r.source
+def default_step_meter() -> StepMeter:
+    """The process's meter with bench's default power model (the CLI's; the server builds its own)."""
+    global _default_meter
+    with _default_lock:
+        if _default_meter is None:
+            _default_meter = StepMeter()
+        return _default_meter
 
 
 @dataclass(frozen=True)
@@ -79,8 +104,8 @@ class ReplyRecord:
     cached_tokens: int          # prompt positions reused from a cache (no compute)
     prefill_tokens: int         # prompt positions computed for this reply
     generated_tokens: int
-    finish_reason: str | None
-    ttft_s: float               # prefill + first sample (the server adds queue_s on top)
+    finish_reason: str | None   # eos | stop | length | context | cancelled
+    ttft_s: float               # prefill + first sample (the server's also waits for other requests' steps)
     prefill_tokens_per_s: float | None
     decode_tokens_per_s: float | None
     total_s: float              # prefill start to last token
@@ -93,34 +118,36 @@ class ReplyRecord:
     cost_hardware: float | None
     queue_s: float = 0.0        # time waiting for a free slot (server)
     model: str = ""
-    created: float = 0.0        # unix time the reply ended
+    created: float = 0.0        # unix time the record was made
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def reply_record(records: Sequence[TokenRecord], *, metered: MeteredSession | None = None,
-                 costs: CostSettings = CostSettings(), queue_s: float = 0.0, model: str = "",
-                 prompt_tokens: int | None = None, cached_tokens: int | None = None) -> ReplyRecord:
-    """Sum one reply's TokenRecords (and its metered energy) into a ReplyRecord. With no records
-    (cancelled before the first token) the prompt counts come from the arguments."""
+def reply_record(records: Sequence["TokenRecord"], *, costs: CostSettings = CostSettings(), queue_s: float = 0.0,
+                 model: str = "", prompt_tokens: int = 0, cached_tokens: int = 0, joules: float | None = None,
+                 energy_source: str | None = None) -> ReplyRecord:
+    """Sum one reply's TokenRecords into a ReplyRecord. The keyword counts and energy are used when
+    there are no records (a reply cancelled before its first token); `joules` is added to the records'."""
     first = records[0] if records else None
-    cached = first.cached_tokens if first else (cached_tokens or 0)
-    prefilled = first.prompt_tokens if first else max((prompt_tokens or 0) - cached, 0)
+    cached = first.cached_tokens if first else cached_tokens
+    prefilled = first.prompt_tokens if first else max(prompt_tokens - cached, 0)
     ttft = first.seconds if first else 0.0
     decode = list(records[1:])
     dsec = sum(r.seconds for r in decode)
-    total_s = ttft + dsec
-    joules = metered.joules if metered and metered.steps else None
-    label = "none" if joules is None else ("measured" if metered.measured else "estimated")
-    elec, hw, cost = _reply_cost(costs, joules=joules, seconds=total_s, measured=label == "measured",
+    steps = [r.joules for r in records if r.joules is not None]
+    if steps or joules is not None:
+        joules = sum(steps) + (joules or 0.0)
+    source = next((r.energy_source for r in records if r.energy_source), energy_source)
+    label = "none" if joules is None else ("measured" if source and source.startswith("measured") else "estimated")
+    elec, hw, cost = _reply_cost(costs, joules=joules, seconds=ttft + dsec, measured=label == "measured",
                                  tokens=len(records))
     return ReplyRecord(
         prompt_tokens=cached + prefilled, cached_tokens=cached, prefill_tokens=prefilled,
         generated_tokens=len(records), finish_reason=records[-1].finish_reason if records else "cancelled",
         ttft_s=ttft, prefill_tokens_per_s=prefilled / ttft if first and ttft > 0 else None,
-        decode_tokens_per_s=len(decode) / dsec if dsec > 0 else None, total_s=total_s,
-        joules=joules, energy=label, energy_source=metered.source if metered else None,
+        decode_tokens_per_s=len(decode) / dsec if dsec > 0 else None, total_s=ttft + dsec,
+        joules=joules, energy=label, energy_source=source,
         cost=cost, currency=costs.currency, cost_electricity=elec, cost_hardware=hw,
         queue_s=queue_s, model=model, created=time.time())
 
@@ -139,11 +166,8 @@ def _reply_cost(c: CostSettings, *, joules: float | None, seconds: float, measur
             price_per_kwh=c.price_per_kwh, energy_measured=measured)
     except cost_mod.CostInputError:
         return None, None, None
-    elec = rep["electricity_per_mtok"]
-    hw = rep["hardware_per_mtok"]
-    total = rep["total_per_mtok"]
-    return (None if elec is None else elec * per, None if hw is None else hw * per,
-            None if total is None else total * per)
+    elec, hw, total = rep["electricity_per_mtok"], rep["hardware_per_mtok"], rep["total_per_mtok"]
+    return tuple(None if x is None else x * per for x in (elec, hw, total))
 
 
 def format_record(r: ReplyRecord) -> str:
@@ -160,16 +184,35 @@ def format_record(r: ReplyRecord) -> str:
     return "[" + " | ".join(parts) + f" | stop: {r.finish_reason}]"
 
 
-class MetricsLog:
-    """Appends one JSON line per reply to a file (thread-safe; the file is opened per write so a
-    rotated or deleted log is simply recreated)."""
+def log_reply(record: ReplyRecord, **extra) -> None:
+    if REPLY_LOGGER.isEnabledFor(logging.INFO):
+        REPLY_LOGGER.info("reply", extra={"reply": record, "reply_extra": extra})
+
+
+class JsonlHandler(logging.Handler):
+    """Appends each logged reply as one JSON line; the file is opened per write, so a rotated or
+    deleted log is recreated and several processes can append to one file."""
 
     def __init__(self, path):
+        super().__init__(logging.INFO)
         self.path = Path(path)
-        self._lock = threading.Lock()
 
-    def write(self, record: ReplyRecord, **extra) -> None:
-        line = json.dumps({**record.as_dict(), **extra}, ensure_ascii=False)
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+    def emit(self, record: logging.LogRecord) -> None:
+        reply = getattr(record, "reply", None)
+        if reply is None:
+            return
+        try:
+            line = json.dumps({**reply.as_dict(), **getattr(record, "reply_extra", {})}, ensure_ascii=False)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except Exception:  # noqa: BLE001  (logging must never break a reply)
+            self.handleError(record)
 
+
+def log_replies_to(path) -> JsonlHandler:
+    """Append one JSON line per reply to `path` (the CLI's --metrics-log)."""
+    handler = JsonlHandler(path)
+    REPLY_LOGGER.addHandler(handler)
+    REPLY_LOGGER.setLevel(logging.INFO)
+    REPLY_LOGGER.propagate = False
+    return handler

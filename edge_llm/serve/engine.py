@@ -1,0 +1,242 @@
+"""The model loop: one thread steps every active request in turn, one model step per turn.
+
+Why one thread taking turns rather than a thread per request: on the CPUs this is for, a decode step
+already uses every core (and, for a 2B model, all the memory bandwidth), so two requests stepping at
+the same time finish no sooner than taking turns (benchmarks/results/serve-concurrency.md) — but
+they contend, and per-reply energy could not be attributed (a step's process CPU time would include
+the other's). Taking turns keeps the measurement exact and the order fair: with `slots` requests
+active each gets every slots-th step, and a long prompt is prefilled `prefill_chunk` tokens per turn
+so it never stalls the others' streams for long.
+
+Requests past the free slots wait in a bounded queue; past `max_queue` `submit` raises QueueFull
+(HTTP 429 with Retry-After). A job cancelled (client gone) runs no further step: the loop checks
+before each turn, so at most the step already running completes. A request's failure is its own:
+the loop logs it, answers that request with an error and carries on.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..generate import TokenRecord, generate_tokens
+from ..records import CostSettings, ReplyRecord, StepMeter, log_reply, reply_record
+from ..sampling import SamplingParams
+from .metrics import ServerMetrics
+from .prompt_cache import PromptCache
+
+log = logging.getLogger("edge_llm.serve")
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after: int):
+        super().__init__(f"the server is busy; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class JobFailed(Exception):
+    """The model loop could not finish this request (a bug or an onnxruntime error); others go on."""
+
+
+@dataclass(eq=False)
+class Job:
+    ids: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    stop_strings: tuple[str, ...]
+    stop_ids: tuple[int, ...]
+    loop: asyncio.AbstractEventLoop
+    tag: str = ""
+    submitted: float = field(default_factory=time.perf_counter)
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    record: ReplyRecord | None = None
+    # model-loop state
+    started: float | None = None
+    cache: object = None
+    reuse: int = 0
+    pending: np.ndarray | None = None
+    gen: object = None
+    records: list[TokenRecord] = field(default_factory=list)
+    pre_joules: float | None = None
+    last_t: float = 0.0
+    engine: "Engine | None" = None
+
+    def cancel(self) -> None:
+        if not self.cancelled.is_set():
+            self.cancelled.set()
+            if self.engine is not None:
+                self.engine.wake()
+
+    async def stream(self):
+        """TokenRecords as they come; `record` is set when this ends. Raises JobFailed."""
+        while True:
+            kind, value = await self.events.get()
+            if kind == "token":
+                yield value
+            elif kind == "done":
+                self.record = value
+                return
+            else:
+                raise JobFailed(value)
+
+
+class Engine:
+    def __init__(self, model, *, name: str, slots: int = 4, max_queue: int = 16, cache_bytes: int = 1 << 30,
+                 prefill_chunk: int = 256, costs: CostSettings = CostSettings(), meter: StepMeter | None = None):
+        self.model, self.session, self.tokenizer = model, model.session, model.tokenizer
+        self.name, self.slots, self.max_queue = name, max(1, slots), max(0, max_queue)
+        self.prefill_chunk = max(1, prefill_chunk)
+        self.costs, self.meter = costs, meter or StepMeter()
+        self.prompt_cache = PromptCache(cache_bytes)
+        self.pending: collections.deque[Job] = collections.deque()
+        self.active: list[Job] = []
+        self.cond = threading.Condition()
+        self.closing = False
+        self.loop_error: str | None = None
+        self._mean_reply_s = 5.0
+        self._ids = itertools.count(1)
+        self.metrics = ServerMetrics(running=lambda: len(self.active), queued=lambda: len(self.pending),
+                                     cache_bytes=lambda: self.prompt_cache.nbytes,
+                                     cache_entries=lambda: len(self.prompt_cache), slots=self.slots)
+        self.thread = threading.Thread(target=self._run, name="edge-llm-model-loop", daemon=True)
+
+    # ---------------------------------------------------------------- event-loop side
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self.cond:
+            self.closing = True
+            for job in list(self.pending) + self.active:
+                job.cancelled.set()
+            self.cond.notify_all()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    @property
+    def healthy(self) -> bool:
+        return self.thread.is_alive() and not self.closing
+
+    def submit(self, ids: Sequence[int], *, params: SamplingParams, max_new_tokens: int,
+               stop_strings: Sequence[str] = (), stop_ids: Sequence[int] = (), tag: str = "") -> Job:
+        """Queue a request (call on the event loop); raises QueueFull when slots and queue are full."""
+        job = Job(list(ids), params, max_new_tokens, tuple(stop_strings), tuple(stop_ids),
+                  asyncio.get_running_loop(), tag=tag or f"req-{next(self._ids)}")
+        job.engine = self
+        with self.cond:
+            if len(self.active) + len(self.pending) >= self.slots + self.max_queue:
+                self.metrics.rejected.inc()
+                raise QueueFull(self.retry_after())
+            self.pending.append(job)
+            self.cond.notify_all()
+        return job
+
+    def retry_after(self) -> int:
+        """Seconds until a queue place is likely free: a mean reply time per queued request and slot."""
+        waits = self._mean_reply_s * (len(self.pending) + 1) / self.slots
+        return int(min(60, max(1, round(waits))))
+
+    # ---------------------------------------------------------------- model-loop side
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                self._admit()
+                while not self.active and not self.closing:
+                    self.cond.wait()
+                    self._admit()
+                if self.closing:
+                    for job in list(self.pending) + self.active:
+                        self._finish(job, error="the server is shutting down")
+                    return
+                jobs = list(self.active)
+            for job in jobs:
+                try:
+                    self._turn(job)
+                except Exception as e:  # noqa: BLE001  (one request's failure must not stop the loop)
+                    log.exception("request %s failed", job.tag)
+                    self._finish(job, error=f"{type(e).__name__}: {e}")
+
+    def _admit(self) -> None:
+        """(cond held) Drop cancelled waiters; move waiters into free slots."""
+        for job in [j for j in self.pending if j.cancelled.is_set()]:
+            self.pending.remove(job)
+            self._finish(job)
+        while self.pending and len(self.active) < self.slots:
+            job = self.pending.popleft()
+            job.started = time.perf_counter()
+            self.active.append(job)
+
+    def _turn(self, job: Job) -> None:
+        """One model step for `job`: a prefill piece, or the next token."""
+        if job.cancelled.is_set():
+            self._finish(job)
+            return
+        if job.cache is None:
+            job.cache, job.reuse = self.prompt_cache.take(job.ids)
+            if job.cache is None:
+                job.cache = self.session.new_cache(self.model.context_length)
+            job.pending = np.asarray(job.ids[job.reuse:], np.int64)
+        if job.gen is None and job.pending.size > self.prefill_chunk:
+            piece, job.pending = job.pending[:self.prefill_chunk], job.pending[self.prefill_chunk:]
+            _, energy = self.meter.run(self.session.forward, piece, job.cache)
+            job.pre_joules = (job.pre_joules or 0.0) + energy.joules
+            return
+        if job.gen is None:
+            done = len(job.ids) - job.pending.size
+            job.gen = generate_tokens(self.session, self.tokenizer, job.cache, job.pending.tolist(),
+                                      params=job.params, max_new_tokens=job.max_new_tokens,
+                                      stop_strings=job.stop_strings, stop_ids=job.stop_ids or None,
+                                      history=job.ids[:done], meter=self.meter, log=False)
+        rec = next(job.gen)
+        now = time.perf_counter()
+        if not job.records:
+            # the reply's first token: its time and energy cover every prefill piece since admission
+            rec = replace(rec, seconds=now - job.started, prompt_tokens=len(job.ids) - job.reuse,
+                          cached_tokens=job.reuse, joules=(rec.joules or 0.0) + (job.pre_joules or 0.0))
+        else:
+            rec = replace(rec, seconds=now - job.last_t)   # wall time between tokens, turns included
+        job.last_t = now
+        job.records.append(rec)
+        self._push(job, "token", rec)
+        if rec.finish_reason is not None:
+            self._finish(job)
+
+    def _finish(self, job: Job, *, error: str | None = None) -> None:
+        if job in self.active:
+            self.active.remove(job)
+        if job.gen is not None:
+            job.gen.close()
+        if job.cache is not None and error is None:
+            fed = (job.ids + [r.token_id for r in job.records])[:job.cache.length]
+            self.prompt_cache.put(fed, job.cache)
+        job.cache = job.gen = None
+        now = time.perf_counter()
+        queue_s = (job.started or now) - job.submitted
+        rec = reply_record(job.records, costs=self.costs, queue_s=queue_s, model=self.name,
+                           prompt_tokens=len(job.ids), cached_tokens=job.reuse,
+                           joules=None if job.records else job.pre_joules,
+                           energy_source=self.meter.describe() if job.pre_joules is not None else None)
+        if rec.generated_tokens:
+            self._mean_reply_s = 0.8 * self._mean_reply_s + 0.2 * (rec.total_s + queue_s)
+        self.metrics.observe_reply(rec)
+        log_reply(rec, request=job.tag)
+        self._push(job, "error" if error else "done", error or rec)
+
+    @staticmethod
+    def _push(job: Job, kind: str, value) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.events.put_nowait, (kind, value))
+        except RuntimeError:   # the event loop is gone (shutdown): nobody is listening
+            pass
