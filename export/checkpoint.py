@@ -125,7 +125,7 @@ class _SafetensorsFile:
         if not isinstance(header, dict):
             raise self._fail("header is not a JSON object")
         base, data_size = 8 + n, self.size - 8 - n
-        tensors = {}
+        tensors, spans = {}, []
         for name, meta in header.items():
             if name == "__metadata__":
                 continue
@@ -148,7 +148,26 @@ class _SafetensorsFile:
                 raise self._fail(f"tensor '{name}': header gives {end - begin} bytes but shape "
                                  f"{list(shape)} of {raw_dtype} needs {want}")
             tensors[name] = TensorInfo(self.path, dtype, shape, base + begin)
+            spans.append((begin, end, name))
+        self._check_tiling(spans, data_size)
         return tensors
+
+    def _check_tiling(self, spans: list[tuple[int, int, str]], data_size: int) -> None:
+        """The format requires the tensors to cover the data region exactly, in any order: an overlap
+        or a gap means some tensor's bytes are not its own (and validation would read the same bytes)."""
+        end, last = 0, None
+        for begin, stop, name in sorted(spans):
+            if begin < end:
+                raise self._fail(f"tensor '{name}': data_offsets [{begin}, {stop}] overlap tensor '{last}', "
+                                 f"which ends at {end} (corrupt header)")
+            if begin > end:
+                raise self._fail(f"tensor '{name}': data_offsets start at {begin}, leaving bytes "
+                                 f"[{end}, {begin}) that belong to no tensor (corrupt header)")
+            end, last = stop, name
+        if end != data_size:
+            after = f"the last tensor ('{last}', ending at {end})" if last else "the header (no tensors)"
+            raise self._fail(f"{data_size - end} data bytes after {after} belong to no tensor "
+                             f"(corrupt header or appended data)")
 
     def load(self, name: str) -> np.ndarray:
         t = self.tensors[name]
