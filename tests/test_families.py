@@ -178,3 +178,25 @@ def test_runtime_never_branches_on_architecture():
             if word in text:
                 offenders.append(f"{path.name}: {word}")
     assert not offenders, offenders
+
+
+def test_minicpm_scales_exported_exactly_on_a_fresh_clone(tmp_path):
+    """MiniCPM's three scales (embedding, residual, logit) against the numpy reference, no ../shared needed."""
+    from edge_llm.export.checkpoint import open_checkpoint
+    from edge_llm.export.config import config_for
+    from edge_llm.export.reference import forward
+    from edge_llm.export.synth import write_synthetic
+    from edge_llm.session import ModelSession
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 128, "vocab_size": 400, "max_position_embeddings": 256}
+    src = write_synthetic(tmp_path / "ck", shape=shape, weight_format="safetensors", seed=3,
+                          tokenizer_dir=Path(__file__).parent / "data" / "tiny-tokenizer")
+    cfg = config_for(json.loads((src / "config.json").read_text()))
+    assert cfg.embedding_scale == 12 and cfg.logit_divisor == 64 / 256 and cfg.residual_scale != 1.0
+    export_checkpoint(src, tmp_path / "pkg", recipe=Recipe(precision="fp32"))
+    ids = [5, 17, 99, 250, 3, 42, 7]
+    with open_checkpoint(src) as ck:
+        want = forward(cfg, ck.load, ids)
+    got = ModelSession(tmp_path / "pkg", threads=1).logits_all(ids)
+    assert float(np.abs(got - want).max()) < 1e-3 * max(1.0, float(np.abs(want).max()))
+    assert float(np.abs(want).max()) > 1e-2, "logits too small for the comparison to mean anything"
