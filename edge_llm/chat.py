@@ -1,22 +1,28 @@
 """Terminal chat: a streaming REPL (/reset, /exit; Ctrl-C stops the reply, not the program) and one-shot mode."""
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import click
 
 from .api import Conversation, Model
+from .errors import EdgeLLMError
 from .generate import TokenRecord
 from .sampling import SamplingParams
 
 
-def print_stream(records: Iterable[TokenRecord], *, stats: bool = False, out=None) -> list[TokenRecord]:
-    """Write each record's text as it arrives; returns the records. Ctrl-C ends the stream early."""
+def print_stream(records: Iterable[TokenRecord], *, stats: bool = False, out=None,
+                 prefix: str = "") -> list[TokenRecord]:
+    """Write `prefix`, then each record's text as it arrives; returns the records. Ctrl-C ends the
+    stream early. An error before the first record propagates with nothing written."""
     out = out or sys.stdout
     got: list[TokenRecord] = []
     try:
         for rec in records:
+            if not got and prefix:
+                out.write(prefix)
             got.append(rec)
             if rec.text:
                 out.write(rec.text)
@@ -45,33 +51,88 @@ def one_shot(model: Model, text: str, *, params: SamplingParams, max_new_tokens:
     print_stream(conv.send(text, params=params, max_new_tokens=max_new_tokens), stats=stats)
 
 
-def repl(model: Model, *, params: SamplingParams, max_new_tokens: int, stats: bool) -> None:
+COMMANDS = ("/reset", "/exit", "/quit")
+
+
+def _command(line: str) -> str | None:
+    """'/word' alone on a line is a command; anything else (including '//text' and '/usr/bin ...') is a message."""
+    cmd = line.strip()
+    if cmd.startswith("/") and not cmd.startswith("//") and cmd[1:].isalpha():
+        return cmd
+    return None
+
+
+def _lines(tty: bool) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text, error) per input line until EOF. In a pipe lines are read as bytes and
+    decoded one by one, so a line that is not UTF-8 is reported and skipped, not fatal."""
+    n = 0
+    while True:
+        n += 1
+        if tty:
+            try:
+                line = input("you> ")
+            except EOFError:
+                return
+            except KeyboardInterrupt:
+                click.echo("", err=True)
+                continue
+            except UnicodeDecodeError as e:
+                yield n, None, f"input is not valid UTF-8 ({e.reason}); not sent"
+                continue
+            yield n, line, None
+            continue
+        raw = sys.stdin.buffer.readline()
+        if not raw:
+            return
+        try:
+            yield n, raw.decode("utf-8").rstrip("\r\n"), None
+        except UnicodeDecodeError as e:
+            yield n, None, f"line {n} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); skipped"
+
+
+def repl(model: Model, *, params: SamplingParams, max_new_tokens: int, stats: bool) -> int:
+    """Chat until EOF or /exit; returns the number of turns that failed (each reported on stderr)."""
     conv = Conversation(model)
     tty = sys.stdin.isatty()
+    if tty:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (line editing and history for input())
     click.echo(f"edge-llm chat · {model.manifest.path.name} · /reset clears the conversation, /exit quits, "
                f"Ctrl-C stops a reply", err=True)
-    while True:
-        try:
-            # in a pipe each input line is one user turn and only the replies go to stdout
-            line = input("you> " if tty else "")
-        except EOFError:
-            click.echo("", err=True)
-            return
-        except KeyboardInterrupt:
-            click.echo("", err=True)
+    failed = 0
+    for _, line, error in _lines(tty):
+        if error:
+            click.echo(f"edge-llm: error: {error}", err=True)
+            failed += 1
             continue
-        cmd = line.strip()
-        if not cmd:
+        if not line.strip():
             continue
+        cmd = _command(line)
         if cmd in ("/exit", "/quit"):
-            return
+            break
         if cmd == "/reset":
             conv.reset()
             click.echo("(conversation cleared)", err=True)
             continue
-        if tty:
-            sys.stdout.write("ai> ")
+        if cmd is not None:
+            click.echo(f"edge-llm: unknown command {cmd}; /reset, /exit (start a message with // to send a "
+                       f"leading /)", err=True)
+            continue
+        if line.lstrip().startswith("//"):
+            line = line.lstrip()[1:]
         dropped = conv.dropped_turns
-        print_stream(conv.send(line, params=params, max_new_tokens=max_new_tokens), stats=stats)
+        try:
+            print_stream(conv.send(line, params=params, max_new_tokens=max_new_tokens), stats=stats,
+                         prefix="ai> " if tty else "")
+        except EdgeLLMError as e:
+            # e.g. one message longer than the context: say so, keep the conversation, read the next line
+            conv.dropped_turns = dropped
+            click.echo(f"edge-llm: error: {e}", err=True)
+            failed += 1
+            continue
         if conv.dropped_turns > dropped:
             click.echo(f"(context full: dropped the {conv.dropped_turns - dropped} oldest exchange(s))", err=True)
+    if not tty:
+        return failed
+    click.echo("", err=True)
+    return 0

@@ -1,32 +1,96 @@
 """`edge-llm` command line. Thin: parse, call one library function, print.
 
-Domain errors (EdgeLLMError) become one line on stderr and exit code 1; tracebacks only with --debug.
-Heavy imports (onnx, onnxruntime) happen inside the commands.
+Every error is one line on stderr starting "edge-llm: error:"; tracebacks only with --debug. Exit codes:
+0 ok · 1 domain error (bad checkpoint, package, file; EdgeLLMError) · 2 bad usage or value (click,
+one line) · 70 internal error (a bug: one line naming the exception) · 130 Ctrl-C · 141 stdout closed
+(`| head`) · 143 SIGTERM. Heavy imports (onnx, onnxruntime) happen inside the commands.
 """
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import EdgeLLMError
+from . import commands
+from .cli_types import Float, Threads, read_stdin_text
+from .errors import EdgeLLMError, Terminated
+from .paths import BUNDLED
 
-BUNDLED = Path(__file__).parent / "bundled" / "minicpm-tiny-int4"
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 70, 130, 141
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _undecodable(args) -> str | None:
+    for a in args:
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:
+            return a
+    return None
+
+
+def _debug(ctx) -> bool:
+    return bool(ctx.obj and ctx.obj.get("debug"))
 
 
 class Group(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = sys.argv[1:] if args is None else list(args)
+        bad = _undecodable(argv)
+        if bad is not None:
+            shown = bad.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            click.echo(f"edge-llm: error: argument '{shown}' is not valid UTF-8 (text and file names must be)",
+                       err=True)
+            sys.exit(EXIT_USAGE)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
+            click.echo(f"edge-llm: error: {_one_line(e.format_message()).rstrip('.')}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            click.echo("edge-llm: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except EdgeLLMError as e:
-            if ctx.obj and ctx.obj.get("debug"):
+            if _debug(ctx):
                 raise
-            click.echo(f"edge-llm: error: {e}", err=True)
-            sys.exit(1)
+            click.echo(f"edge-llm: error: {_one_line(e, 1000)}", err=True)
+            sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("\nedge-llm: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
+        except Terminated as e:
+            click.echo("edge-llm: terminated", err=True)
+            sys.exit(128 + e.signum)
+        except BrokenPipeError:
+            # the reader went away (`edge-llm generate ... | head -1`): stop quietly, like `yes | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_PIPE)
+        except Exception as e:  # noqa: BLE001  (the last line of defence: one line, not a traceback)
+            if _debug(ctx):
+                raise
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                click.echo(f"edge-llm: error: disk full ({_one_line(e)})", err=True)
+                sys.exit(EXIT_ERROR)
+            click.echo(f"edge-llm: internal error: {type(e).__name__}: {_one_line(e)} "
+                       f"(run with --debug for the traceback)", err=True)
+            sys.exit(EXIT_INTERNAL)
 
 
 @click.group(cls=Group)
@@ -38,25 +102,42 @@ def main(ctx, debug):
     ctx.obj = {"debug": debug}
 
 
-def _progress_bar(label):
-    """Progress over tensors on stderr: a bar in a terminal, a line every 10% otherwise (logs, pipes)."""
-    state = {"next": 0.1}
+class Progress:
+    """Progress over tensors on stderr: a bar in a terminal, a line every 10% otherwise (logs, pipes).
+    finish() ends it at 100% on a line of its own, whatever count the caller reached."""
 
-    def update(name, i, n):
+    def __init__(self, label: str):
+        self.label, self.next, self.bar, self.n, self.shown = label, 0.1, None, 0, 0
+
+    def __call__(self, name: str, i: int, n: int) -> None:
+        self.n = n
         if not sys.stderr.isatty():
-            if i / n >= state["next"] or i == n:
-                click.echo(f"{label}: {i}/{n} ({i / n:.0%}) {name}", err=True)
-                state["next"] = int(i / n * 10 + 1) / 10
+            if i / n >= self.next or i == n:
+                click.echo(f"{self.label}: {i}/{n} ({i / n:.0%}) {name}", err=True)
+                self.next, self.shown = int(i / n * 10 + 1) / 10, i
             return
-        bar = state.get("bar")
-        if bar is None:
-            bar = state["bar"] = click.progressbar(length=n, label=label, file=sys.stderr, show_pos=True)
-            bar.__enter__()
-        bar.update(1)
-        if i == n:
-            bar.__exit__(None, None, None)
+        if self.bar is None:
+            self.bar = click.progressbar(length=n, label=self.label, file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(i - self.bar.pos)
 
-    return update
+    def abort(self) -> None:
+        """End a terminal bar's line so an error message starts on its own."""
+        if self.bar is not None:
+            self.bar = None
+            click.echo("", err=True)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.n - self.bar.pos)
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+        elif self.n and self.shown < self.n:
+            click.echo(f"{self.label}: {self.n}/{self.n} (100%) done", err=True)
+            self.shown = self.n
+
+
+BLOCK_SIZES = ("16", "32", "64", "128", "256")
 
 
 @main.command("export")
@@ -64,22 +145,34 @@ def _progress_bar(label):
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Package folder to write.")
 @click.option("--precision", type=click.Choice(["int4", "fp32"]), default="int4", show_default=True)
 @click.option("--recipe", "recipe_name", default=None, help="Named quantization recipe (see README); overrides defaults.")
-@click.option("--block-size", type=int, default=None, help="int4 block size along K: 16, 32, 64, 128 or 256.")
+@click.option("--block-size", type=click.Choice(BLOCK_SIZES), default=None, help="int4 block size along K.")
 @click.option("--asymmetric/--symmetric", default=None, help="int4 blocks with a zero point, or symmetric.")
-@click.option("--accuracy-level", type=int, default=None, help="MatMulNBits accuracy level (4 = int8 activations).")
+@click.option("--accuracy-level", type=click.IntRange(0, 4), default=None,
+              help="MatMulNBits accuracy level 0-4 (4 = int8 activations).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Text file for activation-aware recipes (default: bundled calibration text).")
 @click.option("--target", type=click.Choice(["any", "arm"]), default="any", show_default=True,
-              help="'arm' keeps every tensor on onnxruntime's ARM (KleidiAI) fast path.")
-@click.option("--force", is_flag=True, help="Replace an existing package folder.")
+              help="'arm' keeps every tensor on onnxruntime's ARM (KleidiAI) fast path (block size <= 128).")
+@click.option("--force", is_flag=True, help="Replace an existing edge-llm package folder (never anything else).")
 @click.option("--no-validate", is_flag=True, help="Skip loading the result and checking it against a reference.")
 def export_cmd(checkpoint_dir, output, precision, recipe_name, block_size, asymmetric, accuracy_level, calibration,
                target, force, no_validate):
     """Export a Hugging Face MiniCPM checkpoint folder to an int4 ONNX package."""
+    block_size = int(block_size) if block_size else None
+    if target == "arm" and block_size and block_size > 128:
+        raise click.BadParameter(f"{block_size} with --target arm: the ARM int4 kernels take blocks of at most 128",
+                                 param_hint="'--block-size'")
     from .export.cli_support import run_export
-    result = run_export(checkpoint_dir, output, precision=precision, recipe_name=recipe_name, block_size=block_size,
-                        asymmetric=asymmetric, accuracy_level=accuracy_level, calibration=calibration, target=target,
-                        force=force, validate=not no_validate, progress=_progress_bar("tensors"))
+    progress = Progress("tensors")
+    try:
+        result = run_export(checkpoint_dir, output, precision=precision, recipe_name=recipe_name,
+                            block_size=block_size, asymmetric=asymmetric, accuracy_level=accuracy_level,
+                            calibration=calibration, target=target, force=force, validate=not no_validate,
+                            progress=progress)
+    except BaseException:
+        progress.abort()
+        raise
+    progress.finish()
     click.echo(result)
 
 
@@ -87,27 +180,30 @@ def export_cmd(checkpoint_dir, output, precision, recipe_name, block_size, asymm
 @click.option("--shape", type=click.Choice(["minicpm-2b", "minicpm-1b"]), default="minicpm-2b", show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
 @click.option("--format", "weight_format", type=click.Choice(["bin", "safetensors"]), default="bin", show_default=True)
-@click.option("--layers", type=int, default=None, help="Override the number of layers (quick experiments).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=None, help="Override the number of layers (quick experiments).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def synth(shape, output, weight_format, layers, seed):
     """Write a checkpoint with MiniCPM's real shapes and tokenizer and random bf16 weights (for speed tests)."""
     from .export.synth import write_synthetic
-    write_synthetic(output, shape=shape, weight_format=weight_format, seed=seed, layers=layers,
-                    progress=_progress_bar("tensors"))
+    progress = Progress("tensors")
+    write_synthetic(output, shape=shape, weight_format=weight_format, seed=seed, layers=layers, progress=progress)
+    progress.finish()
     click.echo(f"wrote {output}")
 
 
 def _sampling_options(f):
     for opt in reversed([
-        click.option("--max-new-tokens", type=int, default=256, show_default=True),
-        click.option("--temperature", type=float, default=None, help="0 means greedy (default: generation_config)."),
-        click.option("--top-k", type=int, default=None),
-        click.option("--top-p", type=float, default=None),
-        click.option("--min-p", type=float, default=None),
-        click.option("--repetition-penalty", type=float, default=None),
-        click.option("--seed", type=int, default=None, help="Makes sampled output reproducible."),
-        click.option("--threads", type=int, default=None, help="Intra-op threads (default: physical cores)."),
-        click.option("--context", "context_length", type=int, default=None, help="KV cache length (default: the model's)."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
+        click.option("--temperature", type=Float(min=0), default=None, help="0 means greedy (default: generation_config)."),
+        click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off."),
+        click.option("--top-p", type=Float(0, 1, min_open=True), default=None, help="In (0, 1]; 1 = off."),
+        click.option("--min-p", type=Float(0, 1, max_open=True), default=None, help="In [0, 1); 0 = off."),
+        click.option("--repetition-penalty", type=Float(min=0, min_open=True), default=None, help="> 0; 1 = off."),
+        click.option("--seed", type=click.IntRange(min=0), default=None, help="Makes sampled output reproducible."),
+        click.option("--threads", type=Threads(), default=None,
+                     help="Intra-op threads, 1..2x physical cores (default: physical cores)."),
+        click.option("--context", "context_length", type=click.IntRange(min=1), default=None,
+                     help="KV cache length (default: the model's)."),
         click.option("--stats", is_flag=True, help="Print prompt and decode tokens/s after each reply (stderr)."),
     ]):
         f = opt(f)
@@ -130,15 +226,18 @@ def _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed):
 @_sampling_options
 def chat(package_dir, prompt, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, threads,
          context_length, stats):
-    """Multi-turn chat in the model's template (default: the bundled tiny model)."""
+    """Multi-turn chat in the model's template (default: the bundled tiny model).
+
+    In a pipe, each input line is one user turn; a line that fails (too long, not UTF-8) is an error
+    line on stderr, the chat goes on, and the exit code is 1 at the end."""
     from .chat import one_shot, repl
+    text = read_stdin_text() if prompt == "-" else prompt
     model = _load(package_dir, threads, context_length)
     params = _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed)
-    if prompt is not None:
-        text = sys.stdin.read() if prompt == "-" else prompt
+    if text is not None:
         one_shot(model, text, params=params, max_new_tokens=max_new_tokens, stats=stats)
-    else:
-        repl(model, params=params, max_new_tokens=max_new_tokens, stats=stats)
+    elif repl(model, params=params, max_new_tokens=max_new_tokens, stats=stats):
+        sys.exit(EXIT_ERROR)
 
 
 @main.command()
@@ -149,20 +248,13 @@ def generate(package_dir, prompt, max_new_tokens, temperature, top_k, top_p, min
              context_length, stats):
     """Plain completion of the prompt as given (no chat template); prints only the continuation."""
     from .chat import print_stream
+    text = read_stdin_text() if prompt == "-" else prompt
     model = _load(package_dir, threads, context_length)
     params = _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed)
-    text = sys.stdin.read() if prompt == "-" else prompt
     print_stream(model.stream(text, params=params, max_new_tokens=max_new_tokens), stats=stats)
 
 
-def _register_optional():
-    from . import commands  # noqa: F401  (bench / eval register themselves on `main`)
-
-
-_register_optional()
-
+commands.register(main)
 
 if __name__ == "__main__":
-    # run the registered instance (commands.py adds bench/eval to edge_llm.cli.main, not to __main__.main)
-    from edge_llm.cli import main as registered
-    registered(prog_name="edge-llm")
+    main(prog_name="edge-llm")

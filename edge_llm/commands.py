@@ -1,7 +1,14 @@
-"""Commands that live in their own modules register here, so cli.py stays a table of contents."""
-from .bench.cli import bench
-from .cli import main  # cli.py imports this module at its end, after `main` exists
-from .eval_cli import eval_cmd
+"""Commands that live in their own modules; cli.py registers them on `main` (no import of cli here)."""
+from __future__ import annotations
 
-main.add_command(bench)
-main.add_command(eval_cmd)
+import click
+
+from .bench.cli import bench
+from .eval_cli import eval_cmd
+from .serve.cli import serve   # its heavy imports (starlette, uvicorn) happen when it runs
+
+
+def register(group: click.Group) -> None:
+    group.add_command(bench)
+    group.add_command(eval_cmd)
+    group.add_command(serve)

@@ -38,39 +38,76 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
+DEFAULT_MAX_TOKENS = 60_000   # ~1.5 min with a reference on 2 cores (tiny fixture, ~700 tok/s); the fixture protocol says 200_000
+
+
+class EvalInterrupted(KeyboardInterrupt):
+    """Ctrl-C during evaluate(): `.result` holds the figures of the windows completed ("partial": true)."""
+
+    def __init__(self, result: dict):
+        super().__init__()
+        self.result = result
+
+
 def evaluate(model: Model, text: Path, *, reference: Model | None = None, window: int = 512,
-             max_tokens: int = 200_000, progress: Callable[[int, int], None] | None = None) -> dict:
-    ids = corpus_tokens(model, text)
+             max_tokens: int = DEFAULT_MAX_TOKENS, progress: Callable[[int, int], None] | None = None,
+             ids: list[int] | None = None) -> dict:
+    """Perplexity (and agreement with `reference`) over the first windows of `text`.
+
+    progress(done, total) is called after each window. Ctrl-C raises EvalInterrupted carrying the
+    result of the windows already scored (a plain KeyboardInterrupt if none was)."""
+    ids = corpus_tokens(model, text) if ids is None else ids
+    if window < 2:
+        raise EdgeLLMError(f"window {window}: needs at least 2 tokens")
+    if window > model.context_length:
+        raise EdgeLLMError(f"window {window} exceeds the model's context of {model.context_length} tokens")
     n_keep = (min(max_tokens, len(ids) - 1) // window) * window
     if n_keep == 0:
+        if max_tokens < window <= len(ids) - 1:
+            raise EdgeLLMError(f"max_tokens {max_tokens} (--max-tokens) is less than one window of {window} tokens")
         raise EdgeLLMError(f"{text}: {len(ids)} tokens is shorter than one window of {window}")
-    if reference is not None and reference.manifest.model["vocab_size"] != model.manifest.model["vocab_size"]:
+    if reference is not None and reference.manifest.model.vocab_size != model.manifest.model.vocab_size:
         raise EdgeLLMError("the reference package has a different vocabulary")
+    if reference is not None and window > reference.context_length:
+        raise EdgeLLMError(f"window {window} exceeds the reference model's context of {reference.context_length} tokens")
     arr = np.asarray(ids, dtype=np.int64)
     nll, kl, agree, dp = [], [], [], []
     t0 = time.perf_counter()
     n_windows = n_keep // window
-    for w in range(n_windows):
-        s = w * window
-        x, y = arr[s:s + window], arr[s + 1:s + window + 1]
-        lp = _log_softmax(model.session.logits_all(x))
-        rows = np.arange(window)
-        nll.append(-lp[rows, y])
-        if reference is not None:
-            lq = _log_softmax(reference.session.logits_all(x))
-            kl.append((np.exp(lq) * (lq - lp)).sum(-1))                  # KL(reference || model)
-            agree.append(lq.argmax(-1) == lp.argmax(-1))
-            dp.append(np.exp(lp[rows, y]) - np.exp(lq[rows, y]))
-        if progress:
-            progress(w + 1, n_windows)
+    try:
+        for w in range(n_windows):
+            s = w * window
+            x, y = arr[s:s + window], arr[s + 1:s + window + 1]
+            lp = _log_softmax(model.session.logits_all(x))
+            rows = np.arange(window)
+            if reference is not None:
+                lq = _log_softmax(reference.session.logits_all(x))
+                kl.append((np.exp(lq) * (lq - lp)).sum(-1))                  # KL(reference || model)
+                agree.append(lq.argmax(-1) == lp.argmax(-1))
+                dp.append(np.exp(lp[rows, y]) - np.exp(lq[rows, y]))
+            nll.append(-lp[rows, y])                # last: a window counts only when all its figures exist
+            if progress:
+                progress(w + 1, n_windows)
+    except KeyboardInterrupt:
+        if not nll:
+            raise
+        partial = _result(model, reference, text, window, nll, kl, agree, dp, time.perf_counter() - t0)
+        partial |= {"partial": True, "windows_planned": n_windows}
+        raise EvalInterrupted(partial) from None
+    return _result(model, reference, text, window, nll, kl, agree, dp, time.perf_counter() - t0)
+
+
+def _result(model, reference, text, window, nll, kl, agree, dp, seconds) -> dict:
+    n_keep = len(nll) * window
+    kl, agree, dp = kl[:len(nll)], agree[:len(nll)], dp[:len(nll)]
     nll_all = np.concatenate(nll)
     result = {
         "schema": "edge-llm-eval", "schema_version": SCHEMA_VERSION,
         "package": str(model.manifest.path), "text": str(text), "tokens_scored": int(n_keep), "window": window,
         "perplexity": float(math.exp(nll_all.mean())),
         "perplexity_stderr": float(math.exp(nll_all.mean()) * nll_all.std() / math.sqrt(len(nll_all))),
-        "seconds": time.perf_counter() - t0,
-        "quantization": {k: model.manifest["quantization"].get(k) for k in
+        "seconds": seconds, "partial": False,
+        "quantization": {k: model.manifest.quantization.get(k) for k in
                          ("precision", "block_size", "head_block_size", "symmetric", "accuracy_level",
                           "clip_search", "method", "head_method")},
         "package_bytes": model.manifest.data.get("sizes", {}).get("package_bytes"),

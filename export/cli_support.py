@@ -48,6 +48,16 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
+def _relative_size(package: int, source: int) -> str:
+    """'27.5% of the source, 72.5% smaller', or '2.00× the source size' for a larger (fp32) package."""
+    if not source:
+        return "source size unknown"
+    ratio = package / source
+    if ratio > 1:
+        return f"{ratio:.2f}× the source size"
+    return f"{ratio:.1%} of the source, {1 - ratio:.1%} smaller"
+
+
 def summary(r: ExportResult) -> str:
     q = r.manifest["quantization"]
     lines = [
@@ -56,8 +66,7 @@ def summary(r: ExportResult) -> str:
                                             f"{'symmetric' if q['symmetric'] else 'asymmetric'}, accuracy level "
                                             f"{q['accuracy_level']}" if q["precision"] == "int4" else ""),
         f"  source      {_mb(r.source_bytes)} ({', '.join(r.manifest['source']['files'])})",
-        f"  package     {_mb(r.package_bytes)} ({r.package_bytes / r.source_bytes:.1%} of the source, "
-        f"{r.compression:.1%} smaller)",
+        f"  package     {_mb(r.package_bytes)} ({_relative_size(r.package_bytes, r.source_bytes)})",
         f"  time        {r.seconds:.1f} s",
     ]
     if r.worst_tensor:

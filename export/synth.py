@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from edge_llm import paths
+
 from .checkpoint import float32_to_bf16
 
 # The MiniCPM v1 releases (../shared/reference/minicpm.md §1). 2B keeps max_position_embeddings
@@ -38,10 +40,10 @@ _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "interme
 _DEFAULTS = {"max_position_embeddings": 2048, "rms_norm_eps": 1e-05,
              "scale_emb": 12, "dim_model_base": 256, "scale_depth": 1.4}
 
-# Real MiniCPM-2B tokenizer files. Used by default only when the shape's vocab is the 2B's 122753:
+# Real MiniCPM-2B tokenizer files, shipped in edge_llm/data. Used by default only when the vocab is 122753:
 # the real 1B has its own 73440-piece tokenizer (not available here), and 2B ids >= 73440 would
 # index past a 1B embedding. For 1B pass tokenizer_dir, e.g. the 8192-piece minicpm-tiny fixture.
-TOKENIZER_2B = Path(__file__).resolve().parents[1].parent / "shared/fixtures/minicpm-2b-tokenizer"
+TOKENIZER_2B = paths.TOKENIZER_2B       # shipped inside the package: works from a wheel too
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 GENERATION_CONFIG = {"do_sample": True, "top_p": 0.8, "temperature": 0.8, "bos_token_id": 1, "eos_token_id": 2}
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import click
 
+from ..cli_types import Float, check_threads, output_file, write_text
+from ..errors import EdgeLLMError
+
 FAST = {"pp": (16,), "tg": 8, "reps": 1, "warmup": 1, "depths": (0,), "bandwidth_mib": 64, "idle_seconds": 0.5}
 FULL = {"pp": (128, 512), "tg": 128, "reps": 3, "warmup": 1, "depths": (0,), "bandwidth_mib": 512, "idle_seconds": 2.0}
 
@@ -40,10 +43,11 @@ class _RunCommand(click.Command):
 
 
 class IntList(click.ParamType):
+    """Comma-separated integers, each at least `min` ('auto' allowed for thread counts)."""
     name = "N[,N...]"
 
-    def __init__(self, *, allow_auto: bool = False):
-        self.allow_auto = allow_auto
+    def __init__(self, *, allow_auto: bool = False, min: int = 0, threads: bool = False):
+        self.allow_auto, self.min, self.threads = allow_auto, min, threads
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
@@ -55,9 +59,12 @@ class IntList(click.ParamType):
                 out.append(None)
                 continue
             try:
-                out.append(int(part))
+                n = int(part)
             except ValueError:
                 self.fail(f"'{value}' is not a comma-separated list of integers", param, ctx)
+            if n < self.min:
+                self.fail(f"{n} is below the minimum {self.min}", param, ctx)
+            out.append(check_threads(n, param, ctx) if self.threads else n)
         return tuple(out)
 
 
@@ -75,24 +82,24 @@ def bench():
               help="Write the Markdown report.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write PNG plots here (needs matplotlib).")
-@click.option("--threads", type=IntList(allow_auto=True), default=None,
+@click.option("--threads", type=IntList(allow_auto=True, min=1, threads=True), default=None,
               help="Thread counts to sweep, e.g. 1,2,4 ('auto' = physical cores; default auto).")
-@click.option("-p", "--pp", type=IntList(), default=None, help="Prompt sizes to prefill [default 128,512].")
-@click.option("-n", "--tg", type=int, default=None, help="Decode steps per tg test [default 128].")
-@click.option("-d", "--depth", "depths", type=IntList(), default=None,
+@click.option("-p", "--pp", type=IntList(min=1), default=None, help="Prompt sizes to prefill [default 128,512].")
+@click.option("-n", "--tg", type=click.IntRange(min=1), default=None, help="Decode steps per tg test [default 128].")
+@click.option("-d", "--depth", "depths", type=IntList(min=0), default=None,
               help="Context depths for tg, e.g. 0,1024 [default 0].")
-@click.option("-r", "--reps", type=int, default=None, help="Measured repetitions per test [default 3].")
-@click.option("--warmup", type=int, default=None, help="Warm-up repetitions per test [default 1].")
+@click.option("-r", "--reps", type=click.IntRange(min=1), default=None, help="Measured repetitions per test [default 3].")
+@click.option("--warmup", type=click.IntRange(min=0), default=None, help="Warm-up repetitions per test [default 1].")
 @click.option("--fast", is_flag=True, help="Tiny settings for CI: pp 16, tg 8, 1 rep, 64 MiB bandwidth probe.")
-@click.option("--bandwidth-mib", type=int, default=None, help="Memory bandwidth probe size; 0 disables [default 512].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random prompt ids.")
-@click.option("--cpu-watts", type=float, default=None,
+@click.option("--bandwidth-mib", type=click.IntRange(min=0), default=None, help="Memory bandwidth probe size; 0 disables [default 512].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random prompt ids.")
+@click.option("--cpu-watts", type=Float(min=0, min_open=True), default=None,
               help="CPU power at full load on all cores, for the energy estimate when no counter is readable.")
-@click.option("--price-per-kwh", type=float, default=None, help="Electricity price [default 0.15].")
+@click.option("--price-per-kwh", type=Float(min=0), default=None, help="Electricity price [default 0.15].")
 @click.option("--currency", default="USD", show_default=True, help="Label for prices.")
-@click.option("--device-price", type=float, default=None, help="Hardware price, amortised over its life.")
-@click.option("--lifetime-years", type=float, default=None, help="Hardware lifetime [default 5].")
-@click.option("--duty-cycle", type=float, default=1.0, show_default=True, help="Fraction of the time spent generating.")
+@click.option("--device-price", type=Float(min=0), default=None, help="Hardware price, amortised over its life.")
+@click.option("--lifetime-years", type=Float(min=0, min_open=True), default=None, help="Hardware lifetime [default 5].")
+@click.option("--duty-cycle", type=Float(0, 1, min_open=True), default=1.0, show_default=True, help="Fraction of the time spent generating.")
 @click.pass_context
 def run_cmd(ctx, package_dir, json_out, md_out, plots_dir, threads, pp, tg, depths, reps, warmup, fast,
             bandwidth_mib, seed, cpu_watts, price_per_kwh, currency, device_price, lifetime_years, duty_cycle):
@@ -104,8 +111,9 @@ def run_cmd(ctx, package_dir, json_out, md_out, plots_dir, threads, pp, tg, dept
     preset = FAST if fast else FULL
     given = {"pp": pp, "tg": tg, "depths": depths, "reps": reps, "warmup": warmup, "bandwidth_mib": bandwidth_mib}
     s = {k: preset[k] if given.get(k) is None else given[k] for k in preset}
+    _check_outputs(json_out, md_out, plots_dir)
     if package_dir is None:
-        from ..cli import BUNDLED
+        from ..paths import BUNDLED
         package_dir = BUNDLED
     progress = _progress_display()
     report = run_bench(
@@ -123,13 +131,15 @@ def run_cmd(ctx, package_dir, json_out, md_out, plots_dir, threads, pp, tg, dept
         if note:
             report["notes"].append(note)
     if json_out:
-        write_json(report, json_out)
+        try:
+            write_json(report, json_out)
+        except OSError as e:
+            raise EdgeLLMError(f"--json {json_out}: cannot write ({e.strerror or e})") from None
     # image links relative to the Markdown file, so the report folder can be moved or committed
     base = md_out.resolve().parent if md_out else Path.cwd()
     text = render_markdown(report, plots=[os.path.relpath(Path(p).resolve(), base) for p in plots])
     if md_out:
-        md_out.parent.mkdir(parents=True, exist_ok=True)
-        md_out.write_text(text, encoding="utf-8")
+        write_text(md_out, text, "--markdown")
     click.echo(text)
     if report["interrupted"]:
         click.echo("edge-llm: interrupted; partial results written", err=True)
@@ -143,10 +153,23 @@ def run_cmd(ctx, package_dir, json_out, md_out, plots_dir, threads, pp, tg, dept
 def compare_cmd(reports, md_out):
     """One table across machines from bench JSON reports; refuses reports that do not compare."""
     from .report import compare_reports
+    output_file(md_out, "--markdown")
     text = compare_reports(reports)
     if md_out:
-        md_out.write_text(text, encoding="utf-8")
+        write_text(md_out, text, "--markdown")
     click.echo(text)
+
+
+def _check_outputs(json_out, md_out, plots_dir) -> None:
+    """Before a run of minutes: the report files' folders exist (none is created) and plots can be drawn."""
+    output_file(json_out, "--json")
+    output_file(md_out, "--markdown")
+    if plots_dir:
+        import importlib.util
+        if importlib.util.find_spec("matplotlib") is None:
+            raise EdgeLLMError("--plots needs matplotlib, which is not installed (pip install 'edge-llm[bench]')")
+        if not plots_dir.parent.is_dir():
+            raise EdgeLLMError(f"--plots {plots_dir}: folder {plots_dir.parent} does not exist")
 
 
 def _progress_display():

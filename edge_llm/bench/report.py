@@ -35,7 +35,6 @@ class ReportError(EdgeLLMError):
 
 def write_json(report: dict, path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
@@ -300,17 +299,65 @@ def _difference(a: dict, b: dict) -> str:
     return ""
 
 
+# what compare reads from each report; a report of the right schema without one of them is refused by name
+_COMPARE_FIELDS = ("machine", "package.shape.architecture", "package.shape.num_layers", "package.shape.hidden_size",
+                   "package.quantization", "settings.pp", "settings.tg", "settings.depths", "energy.measured", "runs")
+
+
+def check_compare_fields(path: Path, r: dict) -> None:
+    """ReportError naming the file and the first missing field compare needs."""
+    fields = list(_COMPARE_FIELDS)
+    if isinstance(r.get("runs"), list):
+        for i, run in enumerate(r["runs"]):
+            fields += [f"runs.{i}.threads", f"runs.{i}.tests"]
+            tests = run.get("tests") if isinstance(run, dict) else None
+            fields += [f"runs.{i}.tests.{j}.test" for j in range(len(tests) if isinstance(tests, list) else 0)]
+    for f in fields:
+        obj, ok = r, True
+        for key in f.split("."):
+            if isinstance(obj, list) and key.isdigit() and int(key) < len(obj):
+                obj = obj[int(key)]
+            elif isinstance(obj, dict) and key in obj:
+                obj = obj[key]
+            else:
+                ok = False
+                break
+        if not ok:
+            raise ReportError(f"{path}: missing field '{f}' (a bench report needs it to compare)")
+
+
 def compare_reports(paths: Sequence) -> str:
     """One Markdown table across machines; ReportError (one line) if the reports do not compare."""
     if not paths:
         raise ReportError("compare needs at least one report")
     reports = [(Path(p), load_report(p)) for p in paths]
+    for path, r in reports:
+        check_compare_fields(path, r)
     first_path, first = reports[0]
-    key0 = _compat_key(first)
+    key0 = _read(first_path, _compat_key, first)
     for path, r in reports[1:]:
-        why = _difference(key0, _compat_key(r))
+        why = _difference(key0, _read(path, _compat_key, r))
         if why:
             raise ReportError(f"cannot compare {first_path.name} with {path.name}: {why}")
+    out, pp_cols, tg_cols, ttft_col = _read(first_path, _compare_header, first)
+    for path, r in reports:
+        out += _read(path, _compare_rows, path, r, pp_cols, tg_cols, ttft_col)
+    if any(not r["energy"]["measured"] for _, r in reports):
+        out += ["", "*est.* = estimated from a power model, not measured (see each report's energy section)."]
+    if any(r["machine"].get("emulated") for _, r in reports):
+        out += ["", "Reports marked emulated were timed under emulation: not real performance."]
+    return "\n".join(out) + "\n"
+
+
+def _read(path: Path, fn, *args):
+    """fn(*args), with a malformed value in the report at `path` turned into a one-line ReportError."""
+    try:
+        return fn(*args)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise ReportError(f"{path}: malformed bench report ({type(e).__name__}: {e})") from None
+
+
+def _compare_header(first: dict):
     s = first["settings"]
     pp_cols = [f"pp{n}" for n in s["pp"]]
     tg_cols = [f"tg{s['tg']}" + (f" @ d{d}" if d else "") for d in s["depths"]]
@@ -320,20 +367,19 @@ def compare_reports(paths: Sequence) -> str:
     sh = first["package"]["shape"]
     out = [f"# edge-llm bench compare: {sh['architecture']} {sh['num_layers']} layers, hidden {sh['hidden_size']}", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (len(head) - 5)]
-    for path, r in reports:
-        m = r["machine"]
-        for run in r["runs"]:
-            tests = {t["test"]: t for t in run["tests"]}
-            cells = [path.stem + (" (interrupted)" if r.get("interrupted") else ""), machine_name(m),
-                     str(m.get("architecture")), isa_summary(m), str(run["threads"])]
-            cells += [_mean_std((tests.get(c) or {}).get("tokens_per_s")) for c in pp_cols + tg_cols]
-            if ttft_col:
-                cells.append(_mean_std((tests.get(ttft_col) or {}).get("ttft_ms")))
-            decode = tests.get(tg_cols[0]) if tg_cols else None
-            cells.append(_energy_cell((decode or {}).get("energy_per_token")))
-            out.append("| " + " | ".join(cells) + " |")
-    if any(not r["energy"]["measured"] for _, r in reports):
-        out += ["", "*est.* = estimated from a power model, not measured (see each report's energy section)."]
-    if any(r["machine"].get("emulated") for _, r in reports):
-        out += ["", "Reports marked emulated were timed under emulation: not real performance."]
-    return "\n".join(out) + "\n"
+    return out, pp_cols, tg_cols, ttft_col
+
+
+def _compare_rows(path: Path, r: dict, pp_cols, tg_cols, ttft_col) -> list[str]:
+    m, rows = r["machine"], []
+    for run in r["runs"]:
+        tests = {t["test"]: t for t in run["tests"]}
+        cells = [path.stem + (" (interrupted)" if r.get("interrupted") else ""), machine_name(m),
+                 str(m.get("architecture")), isa_summary(m), str(run["threads"])]
+        cells += [_mean_std((tests.get(c) or {}).get("tokens_per_s")) for c in pp_cols + tg_cols]
+        if ttft_col:
+            cells.append(_mean_std((tests.get(ttft_col) or {}).get("ttft_ms")))
+        decode = tests.get(tg_cols[0]) if tg_cols else None
+        cells.append(_energy_cell((decode or {}).get("energy_per_token")))
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows

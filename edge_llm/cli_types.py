@@ -1,0 +1,85 @@
+"""Parameter types and checks shared by the commands: every user-facing value is validated at the CLI
+edge, so a bad one is a one-line error (exit 2) before any model is loaded."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import EdgeLLMError
+
+
+class Float(click.FloatRange):
+    """FloatRange that also refuses nan and ±inf (a range check alone lets nan through)."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+def max_threads() -> int:
+    from .session import physical_cores
+    return 2 * physical_cores()
+
+
+def check_threads(n: int, param=None, ctx=None) -> int:
+    """1..2× the physical cores. Above that is refused, not clamped: a typo like 1000 slows a reply
+    100× and clamping would hide it."""
+    if n < 1:
+        raise click.BadParameter(f"{n} is not a thread count (use 1 or more)", ctx=ctx, param=param)
+    limit = max_threads()
+    if n > limit:
+        raise click.BadParameter(f"{n} threads on {limit // 2} physical core(s): use 1..{limit}", ctx=ctx, param=param)
+    return n
+
+
+class Threads(click.ParamType):
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return check_threads(value, param, ctx)
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an integer", param, ctx)
+        return check_threads(n, param, ctx)
+
+
+def read_stdin_text() -> str:
+    """All of stdin as UTF-8; invalid bytes are a one-line error, not a traceback."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    return decode_utf8(data, "stdin")
+
+
+def decode_utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EdgeLLMError(f"{what} is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+
+
+def output_file(path: Path | None, option: str) -> None:
+    """A file to write at the end of a long command: its folder must exist and be writable now,
+    not after the work is done (and no folders are created for it)."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise EdgeLLMError(f"{option} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise EdgeLLMError(f"{option} {path}: folder {folder} is not writable")
+    if Path(path).is_dir():
+        raise EdgeLLMError(f"{option} {path}: is a folder, not a file")
+
+
+def write_text(path: Path, text: str, option: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise EdgeLLMError(f"{option} {path}: cannot write ({e.strerror or e})") from None
