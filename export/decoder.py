@@ -33,6 +33,7 @@ from .quant import QTensor, dequantize_int4, quantize_int4
 from .recipe import Recipe
 
 MS = "com.microsoft"
+KV_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
 IO = asdict(IOSpec())   # the standard names (onnxruntime-genai's); recorded in the manifest
 
 
@@ -58,9 +59,12 @@ class QuantReport:
 
 class DecoderGraph:
     def __init__(self, cfg: DecoderConfig, recipe: Recipe, g: GraphBuilder, *,
-                 get: Callable[[str], np.ndarray], context_length: int | None = None, calibrator=None,
-                 progress: Callable[[str], None] = lambda name: None):
+                 get: Callable[[str], np.ndarray], context_length: int | None = None, kv_dtype: str = "float32",
+                 calibrator=None, progress: Callable[[str], None] = lambda name: None):
         self.cfg, self.recipe, self.g, self.get = cfg, recipe, g, get
+        if kv_dtype not in KV_TYPES:
+            raise ValueError(f"kv dtype {kv_dtype!r}: expected one of {', '.join(KV_TYPES)}")
+        self.kv_dtype = kv_dtype
         self.context_length = context_length or cfg.max_position_embeddings
         self.calibrator = calibrator
         self.progress = progress
@@ -122,8 +126,9 @@ class DecoderGraph:
         kv_shape_out = ["batch_size", cfg.num_kv_heads, "present_sequence_length", cfg.head_dim]
         for i in range(L):
             for kind in ("key", "value"):
-                inputs.append(helper.make_tensor_value_info(IO[f"past_{kind}"].format(i=i), TensorProto.FLOAT, kv_shape_in))
-                outputs.append(helper.make_tensor_value_info(IO[f"present_{kind}"].format(i=i), TensorProto.FLOAT, kv_shape_out))
+                kv_type = KV_TYPES[self.kv_dtype]
+                inputs.append(helper.make_tensor_value_info(IO[f"past_{kind}"].format(i=i), kv_type, kv_shape_in))
+                outputs.append(helper.make_tensor_value_info(IO[f"present_{kind}"].format(i=i), kv_type, kv_shape_out))
         # An input with an initializer of the same name is optional: onnxruntime-genai never feeds it
         # and gets logits for the last position only; evaluation feeds a large value to get all of them.
         inputs.append(helper.make_tensor_value_info(IO["logits_to_keep"], TensorProto.INT64, [1]))
@@ -177,7 +182,11 @@ class DecoderGraph:
                               g.const(1.0, np.float32)], "/model/rotary/Range")
         pos = g.op1("Unsqueeze", [pos, g.const([1])], "/model/rotary/Unsqueeze")
         freqs = g.op1("Mul", [pos, inv], "/model/rotary/Mul")                   # (max_pos, hd/2)
-        return g.op1("Cos", [freqs], "/model/rotary/Cos"), g.op1("Sin", [freqs], "/model/rotary/Sin")
+        cos, sin = g.op1("Cos", [freqs], "/model/rotary/Cos"), g.op1("Sin", [freqs], "/model/rotary/Sin")
+        if self.kv_dtype == "float16":   # GQA takes cos/sin in its own (the cache's) type; folded at load too
+            cos = g.op1("Cast", [cos], "/model/rotary/Cos/Cast", to=TensorProto.FLOAT16)
+            sin = g.op1("Cast", [sin], "/model/rotary/Sin/Cast", to=TensorProto.FLOAT16)
+        return cos, sin
 
     def _table_plan(self, name: str, method: str) -> dict:
         """Names and layout of an int4 (V, d) table read by MatMulNBits (head) and/or GatherBlockQuantized
@@ -262,12 +271,18 @@ class DecoderGraph:
         q_k_v = [qkv, "", ""]
         if cfg.qk_norm:
             q_k_v = self._qk_norm(p, path, qkv)
+        half = self.kv_dtype == "float16"
+        if half:     # a float16 cache: attention runs in float16, the rest of the layer stays float32
+            q_k_v = [g.op1("Cast", [t], f"{path}/{n}/Cast", to=TensorProto.FLOAT16) if t else ""
+                     for t, n in zip(q_k_v, ("q", "k", "v"))]
         attn = g.op("GroupQueryAttention",
                     q_k_v + [IO["past_key"].format(i=i), IO["past_value"].format(i=i), seqlens_k, total_len, cos, sin],
                     f"{path}/GroupQueryAttention", domain=MS,
                     outputs=[f"{path}/GroupQueryAttention/output_0", IO["present_key"].format(i=i), IO["present_value"].format(i=i)],
                     num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=1, rotary_interleaved=0,
                     scale=1.0 / float(np.sqrt(cfg.head_dim)))[0]
+        if half:
+            attn = g.op1("Cast", [attn], f"{path}/GroupQueryAttention/Cast", to=TensorProto.FLOAT)
         return self.linear(attn, [f"{p}.o_proj.weight"], f"{path}/o_proj", scale=cfg.residual_scale)
 
     def _qk_norm(self, p: str, path: str, qkv: str) -> list[str]:

@@ -53,7 +53,7 @@ def check_tensors(ckpt, cfg: DecoderConfig) -> None:
 
 
 def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force: bool = False,
-                      validate: bool = True, context_length: int | None = None,
+                      validate: bool = True, context_length: int | None = None, kv_dtype: str = "float32",
                       progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
     src, out = Path(src), Path(out)
     t0 = time.perf_counter()
@@ -63,6 +63,8 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
         family, cfg = family_for(ckpt.config, source=str(src / "config.json"))
         check_tensors(ckpt, cfg)
         ctx = context_length or min(cfg.max_position_embeddings, MAX_DEFAULT_CONTEXT)
+        if kv_dtype not in ("float32", "float16"):
+            raise ExportError(f"kv dtype '{kv_dtype}' is not supported (float32 or float16)")
         if not 1 <= ctx <= cfg.max_position_embeddings:
             raise ExportError(f"context length {ctx} is outside 1..{cfg.max_position_embeddings} (the model's maximum)")
         # progress counts the 2-D weights (linear layers and tables), the tensors that take the time
@@ -84,7 +86,7 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
                 calibrator = Calibrator(cfg, ckpt.load, ids)
             writer = ExternalDataWriter(tmp, DATA_FILE)
             try:
-                graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx,
+                graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx, kv_dtype=kv_dtype,
                                      calibrator=calibrator, progress=on_tensor)
                 model = graph.build()
             finally:
@@ -94,7 +96,7 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
                 if (src / name).is_file():
                     shutil.copyfile(src / name, tmp / name)
             manifest = build_manifest(cfg, family, recipe, tok, chat, src=src, ckpt=ckpt, report=graph.report,
-                                      context_length=ctx, folder=tmp)
+                                      context_length=ctx, kv_dtype=kv_dtype, folder=tmp)
             (tmp / "genai_config.json").write_text(json.dumps(genai_config(cfg, family, tok, ctx), indent=2))
             _write_manifest(tmp, manifest)
             if validate:
@@ -116,7 +118,7 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
 
 
 def build_manifest(cfg: DecoderConfig, family: Family, recipe: Recipe, tok: dict, chat: dict | None, *, src: Path,
-                   ckpt, report, context_length: int, folder: Path) -> dict:
+                   ckpt, report, context_length: int, kv_dtype: str, folder: Path) -> dict:
     gen = {}
     if (src / "generation_config.json").is_file():
         gen = json.loads((src / "generation_config.json").read_text(encoding="utf-8"))
@@ -136,7 +138,7 @@ def build_manifest(cfg: DecoderConfig, family: Family, recipe: Recipe, tok: dict
         },
         "files": {key: file_entry(folder, name) for key, name in files.items()},
         "io": dict(IO),
-        "kv_cache": {"layout": "BNSH", "dtype": "float32", "num_layers": cfg.num_layers,
+        "kv_cache": {"layout": "BNSH", "dtype": kv_dtype, "num_layers": cfg.num_layers,
                      "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
                      "shared_past_present": True, "max_length": context_length},
         "quantization": {**recipe.to_dict(), "worst_tensor": report.worst(),

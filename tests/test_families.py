@@ -200,3 +200,23 @@ def test_minicpm_scales_exported_exactly_on_a_fresh_clone(tmp_path):
     got = ModelSession(tmp_path / "pkg", threads=1).logits_all(ids)
     assert float(np.abs(got - want).max()) < 1e-3 * max(1.0, float(np.abs(want).max()))
     assert float(np.abs(want).max()) > 1e-2, "logits too small for the comparison to mean anything"
+
+
+def test_float16_kv_cache_halves_kv_bytes_and_keeps_greedy(tmp_path):
+    from edge_llm.api import Model
+    pk = {}
+    for kv in ("float32", "float16"):
+        pk[kv] = tmp_path / kv
+        export_checkpoint(DATA / "qwen3", pk[kv], recipe=Recipe(precision="fp32"), kv_dtype=kv)
+    m32, m16 = Model.load(pk["float32"], threads=1), Model.load(pk["float16"], threads=1)
+    assert m16.manifest.kv.dtype == "float16"
+    assert m16.manifest.kv.bytes_per_position * 2 == m32.manifest.kv.bytes_per_position
+    cache = m16.session.new_cache()
+    m16.session.forward([5, 6, 7], cache)
+    assert cache.arrays[0][0].dtype == np.float16
+    ref, _ = _ref("qwen3")
+    a = m32.session.logits_all(ref["input_ids"])
+    b = m16.session.logits_all(ref["input_ids"])
+    assert 0 < float(np.abs(a - b).max()) < 0.05
+    greedy = lambda m: [r.token_id for r in m.stream(ref["input_ids"], max_new_tokens=10, ignore_eos=True)]
+    assert greedy(m16) == greedy(m32) == ref["greedy_ids"]
