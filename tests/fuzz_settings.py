@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, reject, settings
 
 MODE = os.environ.get("EDGE_LLM_FUZZ", "suite")
 _SCALE = {"suite": 1.0, "mutation": 0.3, "campaign": float(os.environ.get("EDGE_LLM_FUZZ_SCALE", "40"))}[MODE]
@@ -23,3 +23,11 @@ def fuzz(examples: int) -> settings:
                     derandomize=MODE != "campaign", print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
+
+
+def known_crash(err: BaseException, known: list[tuple[type, str]]) -> None:
+    """Discard an example that hits a crash already reported (listed in `known`), except in the campaign,
+    which counts every crash. Anything else is re-raised and fails the test."""
+    if MODE != "campaign" and any(isinstance(err, t) and text in str(err) for t, text in known):
+        reject()
+    raise err
