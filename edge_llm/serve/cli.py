@@ -1,0 +1,92 @@
+"""`edge-llm serve`: load one package and serve it over HTTP (OpenAI API, chat page, /metrics)."""
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import click
+
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.argument("package_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (other machines: 0.0.0.0).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--api-key", envvar="EDGE_LLM_API_KEY", default=None,
+              help="Require 'Authorization: Bearer KEY' on the API (env EDGE_LLM_API_KEY).")
+@click.option("--model-name", default=None, help="Model id in the API (default: the package folder's name).")
+@click.option("--slots", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Requests generating at once (they take turns, one model step each).")
+@click.option("--max-queue", type=click.IntRange(0, 10_000), default=16, show_default=True,
+              help="Requests waiting for a slot; more get 429 with Retry-After.")
+@click.option("--cache-mb", type=click.FloatRange(0), default=1024, show_default=True,
+              help="Memory budget of the prompt cache (KV of recent conversations), MiB.")
+@click.option("--max-body-kb", type=click.IntRange(1), default=2048, show_default=True, help="Request body limit, KiB.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Intra-op threads (default: physical cores).")
+@click.option("--context", "context_length", type=click.IntRange(2), default=None,
+              help="Context length per request (default: the model's); caps max_tokens.")
+@click.option("--metrics-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append one JSON line per reply (tokens, speed, energy, cost) to this file.")
+@click.option("--cpu-watts", type=click.FloatRange(0, min_open=True), default=None,
+              help="Full-load CPU power for the energy estimate when no energy counter exists (as bench).")
+@click.option("--price-per-kwh", type=click.FloatRange(0), default=None, help="Electricity price (default 0.15).")
+@click.option("--currency", default="USD", show_default=True)
+@click.option("--device-price", type=click.FloatRange(0), default=None, help="Hardware price, amortised per reply.")
+@click.option("--lifetime-years", type=click.FloatRange(0, min_open=True), default=None, help="Hardware lifetime (default 5).")
+@click.option("--duty-cycle", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_mb, max_body_kb, threads,
+          context_length, metrics_log, cpu_watts, price_per_kwh, currency, device_price, lifetime_years, duty_cycle,
+          log_level):
+    """OpenAI-compatible server and chat page on one loaded model (default: the bundled tiny model)."""
+    try:
+        import uvicorn
+
+        from .app import build_app
+    except ImportError as e:
+        raise click.ClickException(f"`edge-llm serve` needs the serve extra: pip install 'edge-llm[serve]' ({e.name} "
+                                   f"is missing)") from None
+    from ..api import Model
+    from ..records import DEFAULT_LIFETIME_YEARS, DEFAULT_PRICE_PER_KWH, CostSettings, StepMeter, log_replies_to
+    from .engine import Engine
+
+    if not is_loopback(host) and not api_key:
+        click.secho(f"WARNING: serving on {host} to other machines WITHOUT an API key: anyone who can reach "
+                    f"port {port} can use this model. Pass --api-key or set EDGE_LLM_API_KEY.", fg="red", bold=True,
+                    err=True)
+    model = Model.load(package_dir, threads=threads, context_length=context_length)
+    meter = StepMeter(cpu_watts=cpu_watts)
+    if meter.measured:
+        click.echo("measuring idle power for 2 s (subtracted from each reply's energy, as bench does)…", err=True)
+        meter.measure_idle(2.0)
+    costs = CostSettings(price_per_kwh=DEFAULT_PRICE_PER_KWH if price_per_kwh is None else price_per_kwh,
+                         currency=currency, device_price=device_price, duty_cycle=duty_cycle,
+                         lifetime_years=DEFAULT_LIFETIME_YEARS if lifetime_years is None else lifetime_years)
+    if metrics_log is not None:
+        log_replies_to(metrics_log)
+    name = model_name or model.manifest.path.resolve().name
+    engine = Engine(model, name=name, slots=slots, max_queue=max_queue, cache_bytes=int(cache_mb * 2 ** 20),
+                    costs=costs, meter=meter)
+    app = build_app(engine, api_key=api_key, max_body_bytes=max_body_kb * 1024,
+                    allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else None)
+    engine.start()
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"edge-llm serve · {name} · context {model.context_length} · {slots} slot(s), queue {max_queue} · "
+               f"energy {meter.describe()}", err=True)
+    click.echo(f"chat page: http://{shown}:{port}/   API: http://{shown}:{port}/v1", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
+                    server_header=False)
+    finally:
+        engine.close()
