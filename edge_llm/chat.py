@@ -37,13 +37,9 @@ def print_stream(records: Iterable[TokenRecord], *, stats: bool = False, out=Non
 
 
 def format_stats(records: list[TokenRecord]) -> str:
-    first = records[0]
-    prompt_tps = first.prompt_tokens / first.seconds if first.seconds else float("inf")
-    decode = records[1:]
-    dsec = sum(r.seconds for r in decode)
-    decode_tps = len(decode) / dsec if dsec else float("nan")
-    return (f"[prompt {first.prompt_tokens} tok, {prompt_tps:.1f} tok/s, first token {first.seconds * 1000:.0f} ms | "
-            f"decode {len(decode)} tok, {decode_tps:.1f} tok/s | stop: {records[-1].finish_reason}]")
+    """The reply's record on one line: tokens (cached), tokens/s, TTFT, energy (measured or estimated), cost."""
+    from .records import format_record, reply_record
+    return format_record(reply_record(records))
 
 
 def one_shot(model: Model, text: str, *, params: SamplingParams, max_new_tokens: int, stats: bool) -> None:

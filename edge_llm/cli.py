@@ -192,6 +192,7 @@ def synth(shape, output, weight_format, layers, seed):
 
 
 def _sampling_options(f):
+    from .serve.cli import metrics_log_option
     for opt in reversed([
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
         click.option("--temperature", type=Float(min=0), default=None, help="0 means greedy (default: generation_config)."),
@@ -204,7 +205,8 @@ def _sampling_options(f):
                      help="Intra-op threads, 1..2x physical cores (default: physical cores)."),
         click.option("--context", "context_length", type=click.IntRange(min=1), default=None,
                      help="KV cache length (default: the model's)."),
-        click.option("--stats", is_flag=True, help="Print prompt and decode tokens/s after each reply (stderr)."),
+        click.option("--stats", is_flag=True, help="After each reply print tokens, tokens/s, TTFT, energy, cost (stderr)."),
+        metrics_log_option(),   # --metrics-log FILE.jsonl (edge_llm/serve/cli.py)
     ]):
         f = opt(f)
     return f

@@ -144,7 +144,7 @@ def reply_record(records: Sequence["TokenRecord"], *, costs: CostSettings = Cost
                                  tokens=len(records))
     return ReplyRecord(
         prompt_tokens=cached + prefilled, cached_tokens=cached, prefill_tokens=prefilled,
-        generated_tokens=len(records), finish_reason=records[-1].finish_reason if records else "cancelled",
+        generated_tokens=len(records), finish_reason=(records[-1].finish_reason if records else None) or "cancelled",
         ttft_s=ttft, prefill_tokens_per_s=prefilled / ttft if first and ttft > 0 else None,
         decode_tokens_per_s=len(decode) / dsec if dsec > 0 else None, total_s=ttft + dsec,
         joules=joules, energy=label, energy_source=source,

@@ -18,6 +18,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _log_replies(ctx, param, value):
+    if value is not None:
+        from ..records import log_replies_to
+        log_replies_to(value)
+    return value
+
+
+def metrics_log_option(*, expose_value: bool = False):
+    """--metrics-log FILE.jsonl: one JSON line per reply (chat, generate and serve share it)."""
+    return click.option("--metrics-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        callback=_log_replies, expose_value=expose_value,
+                        help="Append one JSON line per reply (tokens, speed, energy, cost) to this file.")
+
+
 @click.command("serve")
 @click.argument("package_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (other machines: 0.0.0.0).")
@@ -35,8 +49,7 @@ def is_loopback(host: str) -> bool:
 @click.option("--threads", type=click.IntRange(1), default=None, help="Intra-op threads (default: physical cores).")
 @click.option("--context", "context_length", type=click.IntRange(2), default=None,
               help="Context length per request (default: the model's); caps max_tokens.")
-@click.option("--metrics-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Append one JSON line per reply (tokens, speed, energy, cost) to this file.")
+@metrics_log_option()
 @click.option("--cpu-watts", type=click.FloatRange(0, min_open=True), default=None,
               help="Full-load CPU power for the energy estimate when no energy counter exists (as bench).")
 @click.option("--price-per-kwh", type=click.FloatRange(0), default=None, help="Electricity price (default 0.15).")
@@ -47,7 +60,7 @@ def is_loopback(host: str) -> bool:
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_mb, max_body_kb, threads,
-          context_length, metrics_log, cpu_watts, price_per_kwh, currency, device_price, lifetime_years, duty_cycle,
+          context_length, cpu_watts, price_per_kwh, currency, device_price, lifetime_years, duty_cycle,
           log_level):
     """OpenAI-compatible server and chat page on one loaded model (default: the bundled tiny model)."""
     try:
@@ -58,7 +71,7 @@ def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_
         raise click.ClickException(f"`edge-llm serve` needs the serve extra: pip install 'edge-llm[serve]' ({e.name} "
                                    f"is missing)") from None
     from ..api import Model
-    from ..records import DEFAULT_LIFETIME_YEARS, DEFAULT_PRICE_PER_KWH, CostSettings, StepMeter, log_replies_to
+    from ..records import DEFAULT_LIFETIME_YEARS, DEFAULT_PRICE_PER_KWH, CostSettings, StepMeter
     from .engine import Engine
 
     if not is_loopback(host) and not api_key:
@@ -73,8 +86,6 @@ def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_
     costs = CostSettings(price_per_kwh=DEFAULT_PRICE_PER_KWH if price_per_kwh is None else price_per_kwh,
                          currency=currency, device_price=device_price, duty_cycle=duty_cycle,
                          lifetime_years=DEFAULT_LIFETIME_YEARS if lifetime_years is None else lifetime_years)
-    if metrics_log is not None:
-        log_replies_to(metrics_log)
     name = model_name or model.manifest.path.resolve().name
     engine = Engine(model, name=name, slots=slots, max_queue=max_queue, cache_bytes=int(cache_mb * 2 ** 20),
                     costs=costs, meter=meter)
