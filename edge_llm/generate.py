@@ -83,7 +83,8 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
                     params: SamplingParams = SamplingParams(), max_new_tokens: int = 256,
                     stop_strings: Sequence[str] = (), history: Sequence[int] = (),
                     stop_ids: Sequence[int] | None = None, ignore_eos: bool = False,
-                    meter: StepMeter | None = None, log: bool = True) -> Iterator[TokenRecord]:
+                    meter: StepMeter | None = None, log: bool = True,
+                    logits: np.ndarray | None = None) -> Iterator[TokenRecord]:
     """Prefill `new_ids` after the cache's valid positions, then sample until a stop condition.
 
     The cache ends holding every fed token; the last generated token is not fed (its KV is written
@@ -91,7 +92,11 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
     repetition penalty). `stop_ids` end the reply (default: the tokenizer's eos ids). `meter`
     measures each step's energy (default: bench's model); `log` sends the finished reply's record to
     the `edge_llm.replies` logger (see edge_llm.records), also when the caller stops early.
+    `logits`: the caller already ran the prompt (e.g. the server, in pieces, or from its prompt cache);
+    these are the last position's, `new_ids` is then empty and no prefill step runs.
     """
+    if logits is not None and len(new_ids):
+        raise ValueError("pass either new_ids to prefill or the logits of a prompt already in the cache")
     sample = make_sampler(params)
     meter = meter or default_step_meter()
     seen = list(history) + list(new_ids)
@@ -105,7 +110,10 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
     out: list[TokenRecord] = []
     try:
         t0 = time.perf_counter()
-        logits, energy = meter.run(prefill, session, cache, new_ids)
+        if logits is None:
+            logits, energy = meter.run(prefill, session, cache, new_ids)
+        else:
+            logits, energy = logits.copy(), None
         for index in range(max_new_tokens):
             token = sample(apply_processors(processors, seen, logits))
             seen.append(token)
@@ -126,7 +134,7 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
                 finish = "context"
                 text += stops.feed(decoder.flush())[0] + stops.flush()
             out.append(TokenRecord(token, text, index, position, elapsed, len(new_ids), finish, cached,
-                                   energy.joules, source))
+                                   None if energy is None else energy.joules, source))
             yield out[-1]
             if finish is not None:
                 return

@@ -74,7 +74,8 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
         try:
             return engine.submit(ids, params=req.params, max_new_tokens=max_new(len(ids), req.max_tokens),
                                  stop_strings=(model.stop_strings if chat else []) + req.stop,
-                                 stop_ids=model.stop_ids if chat else model.tokenizer.eos_ids, tag=tag)
+                                 stop_ids=model.stop_ids if chat else model.tokenizer.eos_ids, tag=tag,
+                                 use_cache=req.cache_prompt)
         except QueueFull as e:
             raise P.ApiError(str(e), status=429, type="rate_limit_error", code="queue_full",
                              headers={"Retry-After": str(e.retry_after)}) from None

@@ -63,6 +63,8 @@ class Job:
     cache: object = None
     reuse: int = 0
     pending: np.ndarray | None = None
+    use_cache: bool = True
+    logits: np.ndarray | None = None       # the prompt's last logits, once it has all run
     gen: object = None
     records: list[TokenRecord] = field(default_factory=list)
     pre_joules: float | None = None
@@ -130,10 +132,12 @@ class Engine:
         return self.thread.is_alive() and not self.closing
 
     def submit(self, ids: Sequence[int], *, params: SamplingParams, max_new_tokens: int,
-               stop_strings: Sequence[str] = (), stop_ids: Sequence[int] = (), tag: str = "") -> Job:
-        """Queue a request (call on the event loop); raises QueueFull when slots and queue are full."""
+               stop_strings: Sequence[str] = (), stop_ids: Sequence[int] = (), tag: str = "",
+               use_cache: bool = True) -> Job:
+        """Queue a request (call on the event loop); raises QueueFull when slots and queue are full.
+        `use_cache=False` computes the whole prompt even when a cached prefix exists."""
         job = Job(list(ids), params, max_new_tokens, tuple(stop_strings), tuple(stop_ids),
-                  asyncio.get_running_loop(), tag=tag or f"req-{next(self._ids)}")
+                  asyncio.get_running_loop(), tag=tag or f"req-{next(self._ids)}", use_cache=use_cache)
         job.engine = self
         with self.cond:
             if len(self.active) + len(self.pending) >= self.slots + self.max_queue:
@@ -184,27 +188,31 @@ class Engine:
             self._finish(job)
             return
         if job.cache is None:
-            job.cache, job.reuse = self.prompt_cache.take(job.ids)
+            if job.use_cache:
+                job.cache, job.reuse, job.logits = self.prompt_cache.take(job.ids)
             if job.cache is None:
                 job.cache = self.session.new_cache(self.model.context_length)
             job.pending = np.asarray(job.ids[job.reuse:], np.int64)
-        if job.gen is None and job.pending.size > self.prefill_chunk:
+        if job.logits is None:
+            # the prompt runs in pieces of prefill_chunk, one per turn, so other streams keep flowing
             piece, job.pending = job.pending[:self.prefill_chunk], job.pending[self.prefill_chunk:]
-            _, energy = self.meter.run(self.session.forward, piece, job.cache)
+            logits, energy = self.meter.run(self.session.forward, piece, job.cache)
             job.pre_joules = (job.pre_joules or 0.0) + energy.joules
-            return
+            if job.pending.size:
+                return
+            job.logits = logits
         if job.gen is None:
-            done = len(job.ids) - job.pending.size
-            job.gen = generate_tokens(self.session, self.tokenizer, job.cache, job.pending.tolist(),
+            job.gen = generate_tokens(self.session, self.tokenizer, job.cache, [], logits=job.logits,
                                       params=job.params, max_new_tokens=job.max_new_tokens,
                                       stop_strings=job.stop_strings, stop_ids=job.stop_ids or None,
-                                      history=job.ids[:done], meter=self.meter, log=False)
+                                      history=job.ids, meter=self.meter, log=False)
         rec = next(job.gen)
         now = time.perf_counter()
         if not job.records:
             # the reply's first token: its time and energy cover every prefill piece since admission
             rec = replace(rec, seconds=now - job.started, prompt_tokens=len(job.ids) - job.reuse,
-                          cached_tokens=job.reuse, joules=(rec.joules or 0.0) + (job.pre_joules or 0.0))
+                          cached_tokens=job.reuse, joules=job.pre_joules,
+                          energy_source=self.meter.describe() if job.pre_joules is not None else None)
         else:
             rec = replace(rec, seconds=now - job.last_t)   # wall time between tokens, turns included
         job.last_t = now
@@ -214,14 +222,15 @@ class Engine:
             self._finish(job)
 
     def _finish(self, job: Job, *, error: str | None = None) -> None:
-        if job in self.active:
-            self.active.remove(job)
+        with self.cond:
+            if job in self.active:
+                self.active.remove(job)
         if job.gen is not None:
             job.gen.close()
         if job.cache is not None and error is None:
             fed = (job.ids + [r.token_id for r in job.records])[:job.cache.length]
-            self.prompt_cache.put(fed, job.cache)
-        job.cache = job.gen = None
+            self.prompt_cache.put(fed, job.cache, prompt_len=len(job.ids), logits=job.logits)
+        job.cache = job.gen = job.logits = None
         now = time.perf_counter()
         queue_s = (job.started or now) - job.submitted
         rec = reply_record(job.records, costs=self.costs, queue_s=queue_s, model=self.name,

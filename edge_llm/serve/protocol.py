@@ -43,6 +43,7 @@ class GenerationRequest:
     model: str | None
     messages: list[dict] | None = None          # chat
     prompt: str | list[int] | None = None       # completions
+    cache_prompt: bool = True                   # llama-server's field: false = no prompt-cache reuse
     extra: dict = field(default_factory=dict)
 
 
@@ -182,7 +183,8 @@ def _common(body: dict, *, defaults: SamplingParams, vocab_size: int, max_tokens
             raise ApiError("'stream_options' is only allowed with stream: true", param="stream_options")
         include_usage = _bool(opts, "include_usage")
     return GenerationRequest(params=params, max_tokens=max_tokens, stop=_stop(body), stream=stream,
-                             include_usage=include_usage, model=model)
+                             include_usage=include_usage, model=model,
+                             cache_prompt=_bool(body, "cache_prompt", True))
 
 
 def _content(m: dict, i: int) -> str:
