@@ -17,9 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def folder_bytes(p: Path) -> int:
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+from edge_llm.bench.probes import folder_bytes
 
 
 def main() -> None:

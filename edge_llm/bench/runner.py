@@ -18,7 +18,6 @@ import gc
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,6 +30,7 @@ from ..sampling import SamplingParams
 from . import cost as cost_mod
 from .energy import EnergyMeter
 from .machine import cores_used, detect_machine, threads_per_cluster
+from .probes import folder_bytes, measure_read_bandwidth, peak_rss_bytes, reset_peak_rss, rss_bytes
 from .report import SCHEMA, SCHEMA_VERSION
 
 ProgressFn = Callable[[str, int, int], None]
@@ -162,7 +162,7 @@ def _bench_threads(run: dict, package_dir: Path, manifest, settings: dict, meter
                    step: _Progress, machine: dict) -> None:
     from ..api import Model
 
-    scope = "since this thread count's load" if _reset_peak_rss() else "process lifetime"
+    scope = "since this thread count's load" if reset_peak_rss() else "process lifetime"
     run["memory"] = {"rss_before_load_bytes": rss_bytes(), "peak_rss_scope": scope}
     gc.collect()
     t0 = time.perf_counter()
@@ -241,12 +241,12 @@ def _measure_tg(model, ids: list[int], n: int, meter: EnergyMeter) -> dict:
             "step_seconds": steps, "energy": _energy(reading)}
 
 
-# ---- package, memory and bandwidth ------------------------------------------------------------
+# ---- package ----------------------------------------------------------------------------------
 
 
 def package_summary(package_dir: Path, manifest) -> dict:
     m, q = manifest.model, manifest.quantization
-    on_disk = sum(p.stat().st_size for p in package_dir.rglob("*") if p.is_file())
+    on_disk = folder_bytes(package_dir)
     sizes = manifest.data.get("sizes") or {}
     source = sizes.get("source_weights_bytes")
     weights = manifest.file("weights") if manifest.has_file("weights") else manifest.file("model")
@@ -270,69 +270,9 @@ def package_summary(package_dir: Path, manifest) -> dict:
     }
 
 
-def rss_bytes() -> int | None:
-    """Resident memory of this process now (psutil when installed, else /proc/self/statm)."""
-    try:
-        import psutil
-        return psutil.Process().memory_info().rss
-    except ImportError:
-        pass
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
-
-
-def peak_rss_bytes() -> dict:
-    """Peak resident memory: Linux VmHWM (since the last reset) and the process-lifetime ru_maxrss."""
-    out = {"peak_rss_bytes": None, "ru_maxrss_bytes": None}
-    try:
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        out["ru_maxrss_bytes"] = peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
-    except ImportError:  # Windows
-        pass
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                out["peak_rss_bytes"] = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        out["peak_rss_bytes"] = out["ru_maxrss_bytes"]
-    return out
-
-
-def _reset_peak_rss() -> bool:
-    """Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so each thread count gets its own peak."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _default_threads() -> int:
     from ..session import physical_cores
     return physical_cores()
-
-
-def measure_read_bandwidth(mib: int = 512, *, threads: int = 1, repeats: int = 5) -> dict:
-    """Best read bandwidth of numpy sums over `mib` MiB, on 1 and on `threads` threads (numpy
-    releases the GIL in reductions). The array is written first so every page is resident."""
-    a = np.ones(mib * 2**20 // 8, np.float64)
-    out = {"array_bytes": a.nbytes, "repeats": repeats, "method": "numpy float64 sum, best of repeats"}
-    for n in sorted({1, max(1, threads)}):
-        chunks = np.array_split(a, n)
-        rates = []
-        with ThreadPoolExecutor(n) as pool:
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                list(pool.map(np.sum, chunks))
-                rates.append(a.nbytes / (time.perf_counter() - t0))
-        out[f"threads_{n}"] = {"threads": n, "bytes_per_s": rates, "best_bytes_per_s": max(rates)}
-    out["best_bytes_per_s"] = max(v["best_bytes_per_s"] for k, v in out.items() if k.startswith("threads_"))
-    del a
-    return out
 
 
 # ---- derived figures ---------------------------------------------------------------------------
@@ -344,12 +284,6 @@ def stats(values: Sequence[float]) -> dict | None:
     v = np.asarray(values, np.float64)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else None,
             "median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
-
-
-def kv_bytes_per_position(package: dict) -> int:
-    kv = package["kv_cache"]
-    width = 4 if kv.get("dtype", "float32") == "float32" else 2
-    return 2 * kv["num_layers"] * kv["num_kv_heads"] * kv["head_dim"] * width   # keys and values
 
 
 def summarize(report: dict) -> dict:
@@ -381,7 +315,7 @@ def _summarize_decode(test: dict, pkg: dict, bandwidth: float | None) -> None:
         "mean": float(steps.mean()), "n": int(steps.size)}
     # attention reads every cached position: average over the timed steps (context grows by one each)
     mean_context = max(test["depth"], 1) + (test["n_tokens"] + 1) / 2
-    per_token = pkg["weights_file_bytes"] + kv_bytes_per_position(pkg) * mean_context
+    per_token = pkg["weights_file_bytes"] + pkg["kv_cache"]["bytes_per_position"] * mean_context
     tps = (test["tokens_per_s"] or {}).get("mean")
     used = tps * per_token if tps else None
     test["efficiency"] = {
