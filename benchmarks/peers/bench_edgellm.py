@@ -32,18 +32,16 @@ Three modes, one per process:
     Writes ``--profile-json`` and ``--profile-md``.
 
 Peak memory: ``ru_maxrss`` (getrusage RUSAGE_SELF) and ``VmHWM`` from /proc/self/status, right
-after load and at the end. Prompt ids: ``bench_llamacpp.make_prompt`` (BOS + random ids in
+after load and at the end. Prompt ids: ``common.make_prompt`` (BOS + random ids in
 [3, 8192), numpy default_rng(seed)) -- byte-identical across the three runtimes.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import re
-import resource
 import statistics
 import sys
 import time
@@ -52,70 +50,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_llamacpp import make_prompt  # noqa: E402  (numpy-only at import time)
+from common import add_run_options, check_run_options, make_prompt, median, prompt_digest, write_json
+from edge_llm.bench.probes import folder_bytes, memory_snapshot
 
 SCHEMA = "edge-llm/peers/edgellm/v1"
 
 
-# ---- shared helpers (bench_ortgenai imports these) ---------------------------------------------
-
-def proc_status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def memory_snapshot() -> dict[str, Any]:
-    """Current and peak resident memory of this process, in bytes."""
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss, hwm = proc_status_kib("VmRSS"), proc_status_kib("VmHWM")
-    return {"rss_bytes": rss * 1024 if rss is not None else None,
-            "vmhwm_bytes": hwm * 1024 if hwm is not None else None,
-            "ru_maxrss_bytes": ru if sys.platform == "darwin" else ru * 1024}
-
-
-def median(xs: Sequence[float]) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return float(statistics.median(xs)) if xs else None
-
-
-def prompt_digest(ids: Sequence[int]) -> str:
-    return hashlib.sha256(np.asarray(ids, np.int64).tobytes()).hexdigest()[:16]
-
-
-def write_json(obj: dict, path: Path | None) -> None:
-    text = json.dumps(obj, indent=2, default=str)
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
-    else:
-        print(text)
-
-
-def dir_bytes(p: Path) -> int:
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-
+# ---- helpers -------------------------------------------------------------------------------------
 
 def package_sizes(pkg: Path, manifest) -> dict[str, Any]:
     files = manifest.data["files"]
     weights = manifest.file("weights") if "weights" in files else manifest.file("model")
     q = manifest.data.get("quantization") or {}
-    return {"package_bytes": dir_bytes(pkg), "weights_file_bytes": weights.stat().st_size,
+    return {"package_bytes": folder_bytes(pkg), "weights_file_bytes": weights.stat().st_size,
             "model_file_bytes": manifest.file("model").stat().st_size,
             "quantization": {k: q.get(k) for k in ("precision", "block_size", "head_block_size",
                                                     "symmetric", "accuracy_level", "target")}}
-
-
-def kv_bytes_per_position(manifest) -> int:
-    kv = manifest.kv
-    width = 4 if kv.get("dtype", "float32") == "float32" else 2
-    return 2 * kv["num_layers"] * kv["num_kv_heads"] * kv["head_dim"] * width
 
 
 class ForwardTimer:
@@ -200,7 +150,7 @@ def run_headline(a) -> dict[str, Any]:
                      "prompt": f"BOS + {a.prompt_len - 1} random ids in [3, 8192)",
                      "prompt_sha256_16": prompt_digest(prompt)},
         "package": str(a.package), **package_sizes(Path(a.package), manifest),
-        "kv_cache_bytes_allocated": cache_nbytes, "kv_bytes_per_position": kv_bytes_per_position(manifest),
+        "kv_cache_bytes_allocated": cache_nbytes, "kv_bytes_per_position": manifest.kv.bytes_per_position,
         "load_s": load_s,
         "median": {k: median([r[k] for r in measured]) for k in keys},
         "median_stream_wall_decode_tok_s": median([r["stream_wall"]["decode_tok_s"] for r in measured]),
@@ -264,7 +214,7 @@ def run_depth(a) -> dict[str, Any]:
                      "definition": "decode tok/s = (gen_len-1) / time of steps at positions depth..depth+gen_len-2"},
         "package": str(a.package), **package_sizes(Path(a.package), model.manifest),
         "kv_cache_bytes_allocated": sum(c.nbytes for c in caches.values()),
-        "kv_bytes_per_position": kv_bytes_per_position(model.manifest),
+        "kv_bytes_per_position": model.manifest.kv.bytes_per_position,
         "load_s": load_s, "depths": out,
         "ratio_deep_to_shallow": (out[hi]["decode_tok_s"] / out[lo]["decode_tok_s"]
                                   if out[lo]["decode_tok_s"] else None),
@@ -473,16 +423,10 @@ def profile_markdown(p: dict, *, heading: str = "#", top: int = 12) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="edge-llm child of the peer harness")
     ap.add_argument("--package", required=True, type=Path)
-    ap.add_argument("--json", type=Path, default=None)
+    add_run_options(ap)
     ap.add_argument("--mode", choices=["headline", "depth", "profile"], default="headline")
     ap.add_argument("--profile", action="store_const", const="profile", dest="mode",
                     help="same as --mode profile")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt-len", type=int, default=128)
-    ap.add_argument("--gen-len", type=int, default=128)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--context-length", type=int, default=None,
                     help="headline: default prompt+gen; depth: default the package's context")
     ap.add_argument("--depths", default="64,1900", help="depth mode: context depths, comma-separated")
@@ -493,8 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile-trace-prefix", default=None, help="where ORT writes its trace (default next to --profile-json)")
     ap.add_argument("--keep-trace", action="store_true", help="keep ORT's raw trace JSON")
     a = ap.parse_args(argv)
-    if a.prompt_len < 1 or a.gen_len < 2 or a.reps < 1 or a.warmup < 0:
-        ap.error("need prompt-len >= 1, gen-len >= 2, reps >= 1, warmup >= 0")
+    check_run_options(ap, a)
 
     import edge_llm
     import onnxruntime as ort

@@ -4,7 +4,7 @@
 Runs inside the benchmark-only venv built by ``benchmarks/peers/setup_llamacpp.sh`` (it imports
 ``llama_cpp``); a parent harness runs it as a subprocess and reads the JSON it writes:
 
-    scratch/peers-venv/bin/python benchmarks/peers/bench_llamacpp.py \
+    ~/.cache/edge-llm-peers/venv/bin/python benchmarks/peers/bench_llamacpp.py \
         --gguf scratch/gguf/minicpm2b-shape-Q4_0.gguf --json out.json \
         [--threads 2] [--prompt-len 128] [--gen-len 128] [--reps 3] [--warmup 1] \
         [--flash-attn on|off|both] [--seed 0] [--llama-bench auto|PATH] [--no-bindings]
@@ -36,9 +36,7 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -47,31 +45,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from common import RANDOM_ID_RANGE, add_run_options, check_run_options, make_prompt, median, write_json
+from edge_llm.bench.probes import memory_snapshot
+
 N_CTX = 1024
 N_BATCH = 512
 N_UBATCH = 512
-BOS_ID = 1
-RANDOM_ID_RANGE = (3, 8192)  # as peers.md: ids below the converter-padded / tokenizer-covered range
+MiB = 2**20
 
 
 def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_mb() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
-
-
-def _median(xs: Sequence[float]) -> float | None:
-    return float(statistics.median(xs)) if xs else None
+    rss = memory_snapshot()["rss_bytes"]
+    return None if rss is None else rss / MiB
 
 
 def host_info() -> dict[str, Any]:
@@ -88,12 +73,6 @@ def host_info() -> dict[str, Any]:
             "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "python": platform.python_version(), "platform": platform.platform(),
             "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None}
-
-
-def make_prompt(prompt_len: int, seed: int) -> list[int]:
-    rng = np.random.default_rng(seed)
-    lo, hi = RANDOM_ID_RANGE
-    return [BOS_ID] + [int(t) for t in rng.integers(lo, hi, size=prompt_len - 1)]
 
 
 def bench_llamacpp(gguf_path: str | os.PathLike, *, threads: int = 2, prompt_len: int = 128,
@@ -158,7 +137,7 @@ def bench_llamacpp(gguf_path: str | os.PathLike, *, threads: int = 2, prompt_len
         llm.close()
 
     measured = [r for r in runs if not r["warmup"]]
-    med = {k: _median([r[k] for r in measured])
+    med = {k: median([r[k] for r in measured])
            for k in ("prefill_s", "prefill_tok_s", "ttft_s", "decode_s", "decode_tok_s",
                      "decode_ms_per_tok", "total_s")}
     return {
@@ -176,7 +155,7 @@ def bench_llamacpp(gguf_path: str | os.PathLike, *, threads: int = 2, prompt_len
         "median": med,
         "runs": runs,
         "rss_mb": {"before_load": rss_before, "after_load": rss_after_load, "end": rss_end,
-                   "peak_process": _peak_rss_mb()},
+                   "peak_process": memory_snapshot()["ru_maxrss_bytes"] / MiB},
     }
 
 
@@ -229,13 +208,7 @@ def run_llama_bench(binary: str | os.PathLike, gguf: str | os.PathLike, threads:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="llama.cpp peer benchmark (llama-cpp-python / llama-bench)")
     ap.add_argument("--gguf", required=True, type=Path)
-    ap.add_argument("--json", type=Path, default=None, help="write the result JSON here")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt-len", type=int, default=128)
-    ap.add_argument("--gen-len", type=int, default=128)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
+    add_run_options(ap)
     ap.add_argument("--flash-attn", choices=["on", "off", "both"], default="on",
                     help="bindings flash attention (binding default is off; peers.md headline: on)")
     ap.add_argument("--no-bindings", action="store_true", help="skip the llama-cpp-python runs")
@@ -243,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="also run llama-bench ('auto': the one linked into this venv's bin/)")
     ap.add_argument("--llama-bench-fa", default="auto", help="llama-bench -fa value (peers.md: auto)")
     a = ap.parse_args(argv)
+    check_run_options(ap, a)
 
     result: dict[str, Any] = {"schema": "edge-llm/peers/llamacpp/v1",
                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -268,12 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"tg{a.gen_len} {lb.get('tg', {}).get('tok_s')} tok/s", file=sys.stderr)
         result["llama_bench"] = lb
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    text = json.dumps(result, indent=2)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(text + "\n")
-    else:
-        print(text)
+    write_json(result, a.json)
     return 0
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,10 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_edgellm import (dir_bytes, median, memory_snapshot, prompt_digest,  # noqa: E402
-                           write_json)
-from bench_llamacpp import make_prompt  # noqa: E402
+from common import add_run_options, check_run_options, make_prompt, median, prompt_digest, write_json
+from edge_llm.bench.probes import folder_bytes, memory_snapshot
 
 SCHEMA = "edge-llm/peers/ortgenai/v1"
 
@@ -107,7 +106,7 @@ def bench_ortgenai(pkg: Path, *, threads: int = 2, prompt_len: int = 128, gen_le
                      "prompt": f"BOS + {prompt_len - 1} random ids in [3, 8192)",
                      "prompt_sha256_16": prompt_digest(prompt),
                      "decode_positions": [prompt_len, prompt_len + gen_len - 2]},
-        "package": str(pkg), "package_bytes": dir_bytes(pkg),
+        "package": str(pkg), "package_bytes": folder_bytes(pkg),
         "weights_file_bytes": (data if data.exists() else weights).stat().st_size,
         "genai_config": genai_cfg,
         "load_s": load_s,
@@ -120,19 +119,11 @@ def bench_ortgenai(pkg: Path, *, threads: int = 2, prompt_len: int = 128, gen_le
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="onnxruntime-genai child of the peer harness")
     ap.add_argument("--package", required=True, type=Path)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt-len", type=int, default=128)
-    ap.add_argument("--gen-len", type=int, default=128)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
+    add_run_options(ap)
     a = ap.parse_args(argv)
-    if a.prompt_len < 1 or a.gen_len < 2 or a.reps < 1 or a.warmup < 0:
-        ap.error("need prompt-len >= 1, gen-len >= 2, reps >= 1, warmup >= 0")
+    check_run_options(ap, a)
 
     import onnxruntime_genai as og
-    import os
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     r = bench_ortgenai(a.package, threads=a.threads, prompt_len=a.prompt_len, gen_len=a.gen_len,
                        reps=a.reps, warmup=a.warmup, seed=a.seed)

@@ -31,14 +31,13 @@ Q4_0`` (the path peers.md measured):
   (ids 3-1088) NORMAL and ``<unk>`` CONTROL (from tokenizer_config's added_tokens_decoder).
 
 Usage (inside the peers venv, which has numpy, gguf==0.19.0, sentencepiece):
-    scratch/peers-venv/bin/python benchmarks/peers/make_gguf.py \
+    ~/.cache/edge-llm-peers/venv/bin/python benchmarks/peers/make_gguf.py \
         [--out scratch/gguf/minicpm2b-shape-Q4_0.gguf] [--embd-type Q6_K] [--seed 0] [--verify]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import struct
 import sys
@@ -52,7 +51,7 @@ from gguf import GGMLQuantizationType as QT
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "scratch" / "gguf" / "minicpm2b-shape-Q4_0.gguf"
-DEFAULT_TOKENIZER_DIR = Path("/work/shared/fixtures/minicpm-2b-tokenizer")
+DEFAULT_TOKENIZER_DIR = REPO / "edge_llm" / "data" / "minicpm-2b-tokenizer"   # shipped with edge-llm
 
 # MiniCPM-2B-sft config.json (minicpm.md section 1)
 MINICPM_2B = dict(

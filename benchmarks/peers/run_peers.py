@@ -9,10 +9,11 @@ runtime per round. Run from the repository root with the project venv:
 
 Each round, in this order (peers.md's interleaving, so host noise hits every runtime alike):
 
-  1. membw      numpy ``a.sum()`` over a 1 GiB float64 array, best of 6 (peers.md membw.py)
+  1. membw      numpy sum over a 1 GiB float64 array on one thread, best of 6 (peers.md membw.py;
+                edge_llm.bench.probes.measure_read_bandwidth)
   2. edge-llm   bench_edgellm.py --mode headline       (project venv)
   3. genai      bench_ortgenai.py                       (project venv, same package)
-  4. llama.cpp  bench_llamacpp.py --flash-attn on       (scratch/peers-venv)
+  4. llama.cpp  bench_llamacpp.py --flash-attn on       (the llama.cpp venv, setup_llamacpp.sh)
   5. llama-bench bench_llamacpp.py --no-bindings --llama-bench auto (-p P -n N -r reps -fa auto)
   6. depth      bench_edgellm.py --mode depth (decode after 64 vs ~1900 tokens of context)
 
@@ -36,7 +37,6 @@ import resource
 import shlex
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,29 +44,18 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from common import add_run_options, check_run_options, median, run_options_argv
+from edge_llm.bench.probes import measure_read_bandwidth
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+DEFAULT_PEERS_VENV = Path(os.environ.get("PEERS_VENV") or Path.home() / ".cache" / "edge-llm-peers" / "venv")
 SCHEMA = "edge-llm/peers/run/v1"
 RUNTIMES = ("edge-llm", "genai", "llama.cpp", "llama-bench")
 LABELS = {"edge-llm": "edge-llm", "genai": "onnxruntime-genai",
           "llama.cpp": "llama.cpp bindings (llama-cpp-python)", "llama-bench": "llama.cpp llama-bench"}
 TARGETS = {"decode_vs_llama_bench": 1.2, "decode_efficiency": 0.90, "prefill_vs_llama_bench": 1.1,
            "ttft_vs_bindings": 0.9, "depth_ratio": 0.9, "rss_factor": 1.15}
-
-
-# ---- membw child -------------------------------------------------------------------------------
-
-def membw(gib: float = 1.0, repeats: int = 6) -> dict[str, Any]:
-    """peers.md membw.py: a.sum() over a float64 array (written first, so resident), best of N."""
-    import numpy as np
-    a = np.ones(int(gib * 2**30) // 8, np.float64)
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a.sum()
-        rates.append(a.nbytes / (time.perf_counter() - t0))
-    return {"method": "numpy float64 a.sum(), one process, one thread, best of repeats",
-            "array_bytes": a.nbytes, "repeats": repeats, "bytes_per_s": rates, "best_bytes_per_s": max(rates)}
 
 
 # ---- process plumbing --------------------------------------------------------------------------
@@ -199,11 +188,6 @@ def figures(rt: str, rec: dict[str, Any], prompt_len: int) -> dict[str, Any] | N
     return None
 
 
-def med(xs) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return float(statistics.median(xs)) if xs else None
-
-
 def rng(xs) -> list[float] | None:
     xs = [x for x in xs if x is not None]
     return [min(xs), max(xs)] if xs else None
@@ -214,14 +198,14 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     P = report["settings"]["prompt_len"]
     bw_rounds = [r["membw"]["result"]["best_bytes_per_s"] for r in rounds
                  if r.get("membw") and r["membw"].get("result")]
-    bandwidth = med(bw_rounds)
+    bandwidth = median(bw_rounds)
     per_rt: dict[str, Any] = {}
     for rt in RUNTIMES:
         rows = [f for f in (figures(rt, r[rt], P) for r in rounds if r.get(rt)) if f]
         if not rows:
             continue
         keys = ("prefill_tok_s", "ttft_s", "decode_tok_s", "load_s")
-        s = {k: med(x[k] for x in rows) for k in keys}
+        s = {k: median(x[k] for x in rows) for k in keys}
         s.update({f"{k}_range": rng(x[k] for x in rows) for k in keys})
         s["rounds"] = len(rows)
         s["peak_rss_bytes"] = max((x["peak_rss_bytes"] for x in rows if x["peak_rss_bytes"]), default=None)
@@ -233,7 +217,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         s["kv_cache_bytes"] = rows[0].get("kv_cache_bytes")
         s["ttft_estimated"] = bool(rows[0].get("ttft_estimated"))
         if rt == "edge-llm":
-            s["python_overhead_ms_per_tok"] = med(x.get("python_overhead_ms_per_tok") for x in rows)
+            s["python_overhead_ms_per_tok"] = median(x.get("python_overhead_ms_per_tok") for x in rows)
         s["first_tokens"] = rows[-1].get("first_tokens")
         s["per_round"] = rows
         eff_rounds = []
@@ -263,7 +247,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                     if fe and fp and fe[k] and fp[k]:
                         paired.append(fe[k] / fp[k])
                 rr[k] = {"ratio_of_medians": e[k] / p[k] if e[k] and p[k] else None,
-                         "per_round": paired, "median_per_round": med(paired)}
+                         "per_round": paired, "median_per_round": median(paired)}
             ratios[peer] = rr
 
     depth = None
@@ -272,10 +256,10 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         ds = drows[0]["settings"]["depths"]
         lo, hi = str(ds[0]), str(ds[-1])
         depth = {"depths": ds,
-                 "decode_tok_s": {d: med(x["depths"][str(d)]["decode_tok_s"] for x in drows) for d in map(str, ds)},
+                 "decode_tok_s": {d: median(x["depths"][str(d)]["decode_tok_s"] for x in drows) for d in map(str, ds)},
                  "decode_tok_s_range": {d: rng(x["depths"][str(d)]["decode_tok_s"] for x in drows)
                                         for d in map(str, ds)},
-                 "context_prefill_tok_s": {d: med(x["depths"][str(d)]["context_prefill"]["tok_s"] for x in drows)
+                 "context_prefill_tok_s": {d: median(x["depths"][str(d)]["context_prefill"]["tok_s"] for x in drows)
                                            for d in map(str, ds)},
                  "ratio_per_round": [x["ratio_deep_to_shallow"] for x in drows]}
         depth["ratio"] = (depth["decode_tok_s"][hi] / depth["decode_tok_s"][lo]
@@ -498,22 +482,18 @@ def versions() -> dict[str, Any]:
     return v
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     host = socket.gethostname().split(".")[0]
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--package", type=Path, default=Path("scratch/pkg-2b-default"))
     ap.add_argument("--gguf", type=Path, default=Path("scratch/gguf/minicpm2b-shape-Q4_0.gguf"))
-    ap.add_argument("--peers-python", type=Path, default=Path("scratch/peers-venv/bin/python"),
-                    help="interpreter of the llama.cpp venv (benchmarks/peers/setup_llamacpp.sh)")
+    ap.add_argument("--peers-python", type=Path, default=DEFAULT_PEERS_VENV / "bin" / "python",
+                    help="interpreter of the llama.cpp venv (benchmarks/peers/setup_llamacpp.sh; default "
+                         "$PEERS_VENV or ~/.cache/edge-llm-peers/venv)")
     ap.add_argument("--python", type=Path, default=Path(sys.executable), help="project venv interpreter")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt-len", type=int, default=128)
-    ap.add_argument("--gen-len", type=int, default=128)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
+    add_run_options(ap, json_help=argparse.SUPPRESS)        # --json is the membw child's output
     ap.add_argument("--runtimes", default=",".join(RUNTIMES), help="subset of " + ",".join(RUNTIMES))
     ap.add_argument("--llamacpp-fa", choices=["on", "off"], default="on", help="bindings flash attention (peers.md: on)")
     ap.add_argument("--depths", default="auto",
@@ -528,33 +508,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, default=None, help="default: --out with .md")
     ap.add_argument("--work-dir", type=Path, default=None, help="children's JSON and logs (default: a temp dir, kept)")
     ap.add_argument("--membw-child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-
     if a.membw_child:
-        res = membw(a.membw_gib, a.membw_repeats)
-        a.json.write_text(json.dumps(res, indent=2) + "\n")
-        print(f"membw: best {res['best_bytes_per_s'] / 1e9:.1f} GB/s", file=sys.stderr)
-        return 0
-
-    md_path = a.markdown or a.out.with_suffix(".md")
-    prof_json = a.out.with_name(a.out.stem + ".profile.json")
-    prof_md = a.out.with_name(a.out.stem + ".profile.md")
-    wanted = [r.strip() for r in a.runtimes.split(",") if r.strip()]
-    bad = [r for r in wanted if r not in RUNTIMES]
+        return a
+    check_run_options(ap, a)
+    a.wanted = [r.strip() for r in a.runtimes.split(",") if r.strip()]
+    bad = [r for r in a.wanted if r not in RUNTIMES]
     if bad:
         ap.error(f"unknown runtimes {bad}; choose from {RUNTIMES}")
-    if a.rounds < 1 or a.reps < 1 or a.warmup < 0 or a.gen_len < 2 or a.prompt_len < 1:
-        ap.error("need rounds >= 1, reps >= 1, warmup >= 0, gen-len >= 2, prompt-len >= 1")
+    if a.rounds < 1:
+        ap.error("need rounds >= 1")
     if not (a.package / "manifest.json").exists():
         ap.error(f"{a.package}: not an edge-llm package (no manifest.json)")
-    manifest = json.loads((a.package / "manifest.json").read_text())
-    ctx = manifest["model"]["context_length"]
-    if a.prompt_len + a.gen_len > ctx:
-        ap.error(f"prompt + gen exceeds the package context {ctx}")
+    a.context = json.loads((a.package / "manifest.json").read_text())["model"]["context_length"]
+    if a.prompt_len + a.gen_len > a.context:
+        ap.error(f"prompt + gen exceeds the package context {a.context}")
+    a.host, a.markdown = host, a.markdown or a.out.with_suffix(".md")
+    a.profile_json = a.out.with_name(a.out.stem + ".profile.json")
+    a.profile_md = a.out.with_name(a.out.stem + ".profile.md")
+    a.depths = (None if a.depths == "off" else f"64,{a.context - a.gen_len - 20}" if a.depths == "auto"
+                else a.depths)
+    return a
 
+
+def plan_runtimes(a: argparse.Namespace) -> tuple[dict[str, bool], list[str]]:
+    """Which runtimes can run here; a note for each one that cannot, or was not asked for."""
     notes: list[str] = []
-    plan = {rt: rt in wanted for rt in RUNTIMES}
+    plan = {rt: rt in a.wanted for rt in RUNTIMES}
     if plan["genai"]:
         if importlib.util.find_spec("onnxruntime_genai") is None:
             plan["genai"] = False
@@ -570,73 +550,65 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes.append(f"{LABELS[rt]} skipped: {a.peers_python} missing (run benchmarks/peers/setup_llamacpp.sh)")
         elif not a.gguf.exists():
             plan[rt] = False
-            notes.append(f"{LABELS[rt]} skipped: {a.gguf} missing (run benchmarks/peers/make_gguf.py)")
+            notes.append(f"{LABELS[rt]} skipped: {a.gguf} missing (see benchmarks/peers/README.md, step 3)")
         elif rt == "llama-bench" and not (a.peers_python.parent / "llama-bench").exists():
             plan[rt] = False
             notes.append(f"llama-bench skipped: not found next to {a.peers_python}")
     if a.prompt_len + a.gen_len > 1024 and plan["llama.cpp"]:
         plan["llama.cpp"] = False
         notes.append("llama.cpp bindings skipped: bench_llamacpp.py uses n_ctx 1024 < prompt + gen")
-    for rt in RUNTIMES:
-        if rt not in wanted:
-            notes.append(f"{LABELS[rt]} not requested (--runtimes)")
-    if a.depths == "off":
-        depths = None
-    elif a.depths == "auto":
-        depths = f"64,{ctx - a.gen_len - 20}"
-    else:
-        depths = a.depths
+    notes += [f"{LABELS[rt]} not requested (--runtimes)" for rt in RUNTIMES if rt not in a.wanted]
+    return plan, notes
 
-    work = a.work_dir or Path(tempfile.mkdtemp(prefix="peers-run-"))
-    work.mkdir(parents=True, exist_ok=True)
+
+def child_argv(kind: str, a: argparse.Namespace, j: Path, work: Path) -> list[str]:
+    """The exact command of one child; `j` is where it writes its JSON."""
     py, ppy = str(a.python), str(a.peers_python)
-    common = ["--threads", str(a.threads), "--seed", str(a.seed)]
-    sizes = ["--prompt-len", str(a.prompt_len), "--gen-len", str(a.gen_len), "--reps", str(a.reps),
-             "--warmup", str(a.warmup)]
+    run, sizes = run_options_argv(a, sizes=False), run_options_argv(a)[4:]
+    if kind == "membw":
+        return [py, str(HERE / "run_peers.py"), "--membw-child", "--json", str(j),
+                "--membw-gib", str(a.membw_gib), "--membw-repeats", str(a.membw_repeats)]
+    if kind in ("edge-llm", "genai"):
+        script = "bench_edgellm.py" if kind == "edge-llm" else "bench_ortgenai.py"
+        return [py, str(HERE / script), "--package", str(a.package), "--json", str(j), *run, *sizes]
+    if kind == "llama.cpp":
+        return [ppy, str(HERE / "bench_llamacpp.py"), "--gguf", str(a.gguf), "--json", str(j), *run, *sizes,
+                "--flash-attn", a.llamacpp_fa]
+    if kind == "llama-bench":
+        return [ppy, str(HERE / "bench_llamacpp.py"), "--gguf", str(a.gguf), "--json", str(j), *run, *sizes,
+                "--no-bindings", "--llama-bench", "auto"]
+    if kind == "depth":
+        return [py, str(HERE / "bench_edgellm.py"), "--mode", "depth", "--package", str(a.package),
+                "--json", str(j), *run, "--gen-len", str(a.gen_len), "--reps", str(a.reps),
+                "--warmup", str(a.warmup), "--depths", a.depths]
+    if kind == "profile":
+        return [py, str(HERE / "bench_edgellm.py"), "--profile", "--package", str(a.package), "--json", str(j),
+                *run, "--prompt-len", str(a.prompt_len), "--profile-steps", str(a.profile_steps),
+                "--profile-json", str(a.profile_json), "--profile-md", str(a.profile_md),
+                "--profile-trace-prefix", str(work / "ort-profile")]
+    raise ValueError(kind)
 
-    def child_argv(kind: str, j: Path) -> list[str]:
-        if kind == "membw":
-            return [py, str(HERE / "run_peers.py"), "--membw-child", "--json", str(j),
-                    "--membw-gib", str(a.membw_gib), "--membw-repeats", str(a.membw_repeats)]
-        if kind == "edge-llm":
-            return [py, str(HERE / "bench_edgellm.py"), "--package", str(a.package), "--json", str(j), *common, *sizes]
-        if kind == "genai":
-            return [py, str(HERE / "bench_ortgenai.py"), "--package", str(a.package), "--json", str(j), *common, *sizes]
-        if kind == "llama.cpp":
-            return [ppy, str(HERE / "bench_llamacpp.py"), "--gguf", str(a.gguf), "--json", str(j), *common, *sizes,
-                    "--flash-attn", a.llamacpp_fa]
-        if kind == "llama-bench":
-            return [ppy, str(HERE / "bench_llamacpp.py"), "--gguf", str(a.gguf), "--json", str(j), *common, *sizes,
-                    "--no-bindings", "--llama-bench", "auto"]
-        if kind == "depth":
-            return [py, str(HERE / "bench_edgellm.py"), "--mode", "depth", "--package", str(a.package),
-                    "--json", str(j), *common, "--gen-len", str(a.gen_len), "--reps", str(a.reps),
-                    "--warmup", str(a.warmup), "--depths", depths]
-        if kind == "profile":
-            return [py, str(HERE / "bench_edgellm.py"), "--profile", "--package", str(a.package), "--json", str(j),
-                    *common, "--prompt-len", str(a.prompt_len), "--profile-steps", str(a.profile_steps),
-                    "--profile-json", str(prof_json), "--profile-md", str(prof_md),
-                    "--profile-trace-prefix", str(work / "ort-profile")]
-        raise ValueError(kind)
 
+def new_report(a: argparse.Namespace, plan: dict[str, bool], notes: list[str], work: Path,
+               argv: Sequence[str] | None) -> dict[str, Any]:
     try:
         from edge_llm.bench.machine import detect_machine
         machine = detect_machine()
-    except Exception as e:  # the report is still useful without it
+    except Exception as e:  # noqa: BLE001 - the report is still useful without it
         machine = {"error": repr(e)}
     report: dict[str, Any] = {
-        "schema": SCHEMA, "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None,
+        "schema": SCHEMA, "host": a.host, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None,
         "interrupted": False,
         "command": shlex.join([sys.executable, *(sys.argv if argv is None else [sys.argv[0], *argv])]),
         "cwd": os.getcwd(), "work_dir": str(work),
-        "settings": {"package": str(a.package), "gguf": str(a.gguf), "peers_python": ppy, "python": py,
-                     "rounds": a.rounds, "threads": a.threads, "prompt_len": a.prompt_len, "gen_len": a.gen_len,
-                     "reps": a.reps, "warmup": a.warmup, "seed": a.seed, "runtimes": plan,
-                     "llamacpp_flash_attn": a.llamacpp_fa, "depths": depths, "profile_steps": a.profile_steps,
-                     "profile": not a.no_profile, "profile_json": str(prof_json) if not a.no_profile else None,
-                     "profile_md": str(prof_md) if not a.no_profile else None,
+        "settings": {"package": str(a.package), "gguf": str(a.gguf), "peers_python": str(a.peers_python),
+                     "python": str(a.python), "rounds": a.rounds, "threads": a.threads, "prompt_len": a.prompt_len,
+                     "gen_len": a.gen_len, "reps": a.reps, "warmup": a.warmup, "seed": a.seed, "runtimes": plan,
+                     "llamacpp_flash_attn": a.llamacpp_fa, "depths": a.depths, "profile_steps": a.profile_steps,
+                     "profile": not a.no_profile, "profile_json": None if a.no_profile else str(a.profile_json),
+                     "profile_md": None if a.no_profile else str(a.profile_md),
                      "membw_gib": a.membw_gib, "membw_repeats": a.membw_repeats, "settle_s": a.settle,
-                     "order": ["membw", *[r for r in RUNTIMES if plan[r]], *(["depth"] if depths else [])]},
+                     "order": ["membw", *[r for r in RUNTIMES if plan[r]], *(["depth"] if a.depths else [])]},
         "machine": machine, "versions": versions(), "notes": notes,
         "noise": {"loadavg_before": loadavg(), "top_processes_before": top_processes()},
         "rounds": [], "profile": None, "summary": None,
@@ -646,81 +618,105 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{a.threads} threads, prompt {a.prompt_len}, gen {a.gen_len}, {a.rounds} round(s) of "
                      f"{a.reps} rep(s); the target verdicts below do not apply")
     cores = machine.get("usable_cores") or os.cpu_count() or 1
-    la = report["noise"]["loadavg_before"]
+    la, top = report["noise"]["loadavg_before"], report["noise"]["top_processes_before"]
     if la and la[0] > 0.25 * cores:
         notes.append(f"the machine was not idle at the start (1-minute load average {la[0]:.2f} on {cores} "
-                     f"cores; busiest: {report['noise']['top_processes_before'][0]['cmd'][:80] if report['noise']['top_processes_before'] else '?'}): "
-                     "timings are disturbed")
-    stat0, t_start = cpu_stat(), time.perf_counter()
-    self0 = resource.getrusage(resource.RUSAGE_SELF)
-    child_cpu = 0.0
+                     f"cores; busiest: {top[0]['cmd'][:80] if top else '?'}): timings are disturbed")
+    return report
 
-    def save() -> None:
-        stat1 = cpu_stat()
-        wall = time.perf_counter() - t_start
+
+class Accounting:
+    """CPU time of the whole machine, of this harness and of its children, from the start of the run:
+    what is left over was taken by other processes."""
+
+    def __init__(self):
+        self.stat0, self.t0 = cpu_stat(), time.perf_counter()
+        self.self0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.child_cpu = 0.0
+
+    def noise(self) -> dict[str, Any]:
+        stat1, wall = cpu_stat(), time.perf_counter() - self.t0
         self1 = resource.getrusage(resource.RUSAGE_SELF)
-        mine = child_cpu + (self1.ru_utime - self0.ru_utime) + (self1.ru_stime - self0.ru_stime)
-        n = report["noise"]
-        n["loadavg_after"] = loadavg()
-        n["wall_s"] = wall
-        if stat0 and stat1:
-            busy = stat1["busy_s"] - stat0["busy_s"]
-            n.update({"busy_cpu_s": busy, "harness_cpu_s": mine, "others_cpu_s": max(0.0, busy - mine),
-                      "others_cpu_fraction": max(0.0, busy - mine) / (wall * (os.cpu_count() or 1)) if wall else None,
-                      "steal_s": stat1["steal_s"] - stat0["steal_s"]})
-        report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        report["summary"] = summarise(report)
-        n["decode_spread"] = {}
-        for rt, x in report["summary"]["runtimes"].items():
-            r = x["decode_tok_s_range"]
-            if r and x["decode_tok_s"]:
-                n["decode_spread"][rt] = (r[1] - r[0]) / x["decode_tok_s"]
-        for r in report["rounds"]:
-            for k in ("llama.cpp", "llama-bench"):
-                res = (r.get(k) or {}).get("result") or {}
-                if res.get("bindings"):
-                    report["versions"]["llama-cpp-python"] = res["bindings"][0].get("llama_cpp_python_version")
-                if res.get("llama_bench") and res["llama_bench"].get("build"):
-                    report["versions"]["llama.cpp build"] = res["llama_bench"]["build"].get("build_commit")
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        md_path.parent.mkdir(parents=True, exist_ok=True)
-        md_path.write_text(markdown(report))
+        mine = self.child_cpu + (self1.ru_utime - self.self0.ru_utime) + (self1.ru_stime - self.self0.ru_stime)
+        out = {"loadavg_after": loadavg(), "wall_s": wall}
+        if self.stat0 and stat1:
+            busy = stat1["busy_s"] - self.stat0["busy_s"]
+            out.update({"busy_cpu_s": busy, "harness_cpu_s": mine, "others_cpu_s": max(0.0, busy - mine),
+                        "others_cpu_fraction": max(0.0, busy - mine) / (wall * (os.cpu_count() or 1)) if wall else None,
+                        "steal_s": stat1["steal_s"] - self.stat0["steal_s"]})
+        return out
 
-    def step(kind: str, tag: str) -> dict[str, Any]:
-        nonlocal child_cpu
-        j, log = work / f"{tag}-{kind}.json", work / f"{tag}-{kind}.log"
-        j.unlink(missing_ok=True)
-        print(f"[{time.strftime('%H:%M:%S')}] {tag} {kind} ...", file=sys.stderr, flush=True)
-        rec = run_child(kind, child_argv(kind, j), j, log, a.timeout)
-        child_cpu += rec["rusage"]["utime_s"] + rec["rusage"]["stime_s"]
-        tail = rec["log_tail"].strip().splitlines()
-        msg = tail[-1] if tail else ""
-        print(f"[{time.strftime('%H:%M:%S')}]   {rec['wall_s']:.0f} s, rc {rec['returncode']}: {msg[:200]}",
-              file=sys.stderr, flush=True)
-        if rec.get("error"):
-            notes.append(f"{tag} {kind} failed ({rec['error']}); log {log}")
-        time.sleep(a.settle)
-        return rec
 
+def save(report: dict[str, Any], a: argparse.Namespace, acct: Accounting) -> None:
+    """Summarise what has been measured so far and write the JSON and the Markdown."""
+    report["noise"].update(acct.noise())
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["summary"] = summarise(report)
+    report["noise"]["decode_spread"] = {rt: (x["decode_tok_s_range"][1] - x["decode_tok_s_range"][0]) / x["decode_tok_s"]
+                                        for rt, x in report["summary"]["runtimes"].items()
+                                        if x["decode_tok_s_range"] and x["decode_tok_s"]}
+    for r in report["rounds"]:
+        for k in ("llama.cpp", "llama-bench"):
+            res = (r.get(k) or {}).get("result") or {}
+            if res.get("bindings"):
+                report["versions"]["llama-cpp-python"] = res["bindings"][0].get("llama_cpp_python_version")
+            if res.get("llama_bench") and res["llama_bench"].get("build"):
+                report["versions"]["llama.cpp build"] = res["llama_bench"]["build"].get("build_commit")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    a.markdown.parent.mkdir(parents=True, exist_ok=True)
+    a.markdown.write_text(markdown(report))
+
+
+def step(kind: str, tag: str, a: argparse.Namespace, work: Path, acct: Accounting, notes: list[str]) -> dict[str, Any]:
+    """Run one child, print a line about it, note a failure, then let the machine settle."""
+    j, log = work / f"{tag}-{kind}.json", work / f"{tag}-{kind}.log"
+    j.unlink(missing_ok=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {tag} {kind} ...", file=sys.stderr, flush=True)
+    rec = run_child(kind, child_argv(kind, a, j, work), j, log, a.timeout)
+    acct.child_cpu += rec["rusage"]["utime_s"] + rec["rusage"]["stime_s"]
+    tail = rec["log_tail"].strip().splitlines()
+    print(f"[{time.strftime('%H:%M:%S')}]   {rec['wall_s']:.0f} s, rc {rec['returncode']}: {(tail[-1] if tail else '')[:200]}",
+          file=sys.stderr, flush=True)
+    if rec.get("error"):
+        notes.append(f"{tag} {kind} failed ({rec['error']}); log {log}")
+    time.sleep(a.settle)
+    return rec
+
+
+def membw_child(a: argparse.Namespace) -> int:
+    res = measure_read_bandwidth(int(a.membw_gib * 1024), threads=1, repeats=a.membw_repeats)
+    a.json.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"membw: best {res['best_bytes_per_s'] / 1e9:.1f} GB/s", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.membw_child:
+        return membw_child(a)
+    plan, notes = plan_runtimes(a)
+    work = a.work_dir or Path(tempfile.mkdtemp(prefix="peers-run-"))
+    work.mkdir(parents=True, exist_ok=True)
+    report = new_report(a, plan, notes, work, argv)
+    acct = Accounting()
     try:
         for i in range(a.rounds):
             rnd: dict[str, Any] = {"round": i + 1}
             report["rounds"].append(rnd)
             for kind in report["settings"]["order"]:
-                rnd[kind] = step(kind, f"r{i + 1}")
-                save()
+                rnd[kind] = step(kind, f"r{i + 1}", a, work, acct, notes)
+                save(report, a, acct)
         if not a.no_profile:
-            report["profile"] = step("profile", "p")
+            report["profile"] = step("profile", "p", a, work, acct, notes)
     except KeyboardInterrupt:
         report["interrupted"] = True
         notes.append("interrupted with Ctrl-C: partial results")
-    save()
-    S = report["summary"]
-    for t in S["targets"]:
+    save(report, a, acct)
+    for t in report["summary"]["targets"]:
         print(f"  {t['status']:>4}  {t['target']}: {_n(t['measured'], 3)} (goal {t['goal']})", file=sys.stderr)
-    print(f"wrote {a.out} and {md_path}" + ("" if a.no_profile else f" (+ {prof_json.name}, {prof_md.name})")
-          + f"; children's files in {work}", file=sys.stderr)
+    print(f"wrote {a.out} and {a.markdown}" + ("" if a.no_profile else f" (+ {a.profile_json.name}, "
+          f"{a.profile_md.name})") + f"; children's files in {work}", file=sys.stderr)
     return 130 if report["interrupted"] else 0
 
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Build llama-cpp-python 0.3.36 from its PyPI sdist (and llama-bench from the llama.cpp vendored in
-# that same sdist) into a separate, benchmark-only venv.  Nothing here touches the project's own env.
+# Build llama-cpp-python 0.3.36 from its PyPI sdist, and llama-bench, llama-quantize,
+# llama-perplexity and llama-simple from the llama.cpp vendored in that same sdist, into a separate,
+# benchmark-only venv.  Nothing here touches the project's own env, and nothing is written inside
+# the checkout.
 #
-# Usage:  benchmarks/peers/setup_llamacpp.sh [VENV_DIR]        (default: <repo>/scratch/peers-venv)
-# Env:    PEERS_SRC_DIR   where the sdist is downloaded/extracted and built (default <repo>/scratch/peers-src)
+# Usage:  benchmarks/peers/setup_llamacpp.sh [VENV_DIR]
+#           VENV_DIR default: $PEERS_VENV, else ~/.cache/edge-llm-peers/venv (run_peers.py's default too)
+# Env:    PEERS_SRC_DIR   where the sdist is downloaded, extracted and built
+#                         (default ~/.cache/edge-llm-peers/src; about 1.5 GB once built)
 #         PEERS_JOBS      compile jobs (default 2)      PEERS_NICE   nice level for compiles (default 10)
-#         PEERS_SKIP_BENCH_BIN=1   do not build llama-bench
-#         PEERS_FORCE=1   rebuild even if the venv already has llama_cpp 0.3.36 and llama-bench exists
+#         PEERS_SKIP_TOOLS=1   do not build the llama.cpp tools (bindings only)
+#         PEERS_FORCE=1   rebuild even if the venv already has llama_cpp 0.3.36 and every tool
 #
 # Idempotent: every step checks whether its result already exists.  The cmake build dir is kept
 # ($PEERS_SRC_DIR/build), so a forced rerun recompiles incrementally.
@@ -15,16 +19,18 @@
 # CPU_REPACK (Q4_0 -> q4_0_8x8 repack at load) and llamafile sgemm, Release.  LLAVA_BUILD=OFF skips
 # libmtmd (multimodal only; llama_cpp imports it lazily), which the benchmark never uses.
 #
-# llama-bench is built from the SAME cmake build dir as the Python wheel (tools are switched on
-# only for that one target and switched off again), so it links the very libllama/libggml that
-# were compiled for the bindings: "same llama.cpp build" in both rows of the comparison.
+# The tools are built from the SAME cmake build dir as the Python wheel, in one cmake step (tools and
+# examples are switched on for those four targets only, and switched off again), so they link the very
+# libllama/libggml that were compiled for the bindings: "same llama.cpp build" in every row.
 set -euo pipefail
 
 LCPP_PY_VERSION=0.3.36
 GGUF_VERSION=0.19.0
+TOOLS="llama-bench llama-quantize llama-perplexity llama-simple"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VENV="${1:-$REPO/scratch/peers-venv}"
-SRC_ROOT="${PEERS_SRC_DIR:-$REPO/scratch/peers-src}"
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/edge-llm-peers"
+VENV="${1:-${PEERS_VENV:-$CACHE/venv}}"
+SRC_ROOT="${PEERS_SRC_DIR:-$CACHE/src}"
 JOBS="${PEERS_JOBS:-2}"
 NICE="${PEERS_NICE:-10}"
 SDIST="$SRC_ROOT/llama_cpp_python-$LCPP_PY_VERSION.tar.gz"
@@ -34,9 +40,11 @@ CMAKE_FLAGS="-DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_CPU_REPACK=ON -DGGML_LLAMA
 
 log() { printf '[setup_llamacpp %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
-# 1. venv + pure-Python deps (numpy for the harness, gguf + sentencepiece for make_gguf.py)
+# 1. venv + pure-Python deps (numpy for the harness, gguf + sentencepiece for make_gguf.py), and
+#    edge-llm itself without its dependencies: the harness's memory probes (edge_llm.bench.probes)
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating venv $VENV"
+    mkdir -p "$(dirname "$VENV")"
     python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
@@ -44,18 +52,25 @@ if ! "$PY" -c "import numpy, sentencepiece, gguf, importlib.metadata as m; asser
     log "installing numpy gguf==$GGUF_VERSION sentencepiece"
     "$PY" -m pip install -q numpy "gguf==$GGUF_VERSION" sentencepiece
 fi
+if ! "$PY" -c "import edge_llm.bench.probes" 2>/dev/null; then
+    log "installing edge-llm (editable, no dependencies) from $REPO"
+    "$PY" -m pip install -q --no-deps -e "$REPO"
+fi
 
 have_bindings() {
     "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$LCPP_PY_VERSION')" 2>/dev/null \
         && "$PY" -c "import llama_cpp" 2>/dev/null
 }
-# llama-bench is linked into the venv's bin/ (the real file lives in the cmake build dir, next to
-# the libllama/libggml it was linked against).
-BENCH_BIN="$VENV/bin/llama-bench"
-need_bench() { [ "${PEERS_SKIP_BENCH_BIN:-0}" != 1 ] && [ ! -x "$BENCH_BIN" ]; }
+# The tools are linked into the venv's bin/ (the real files live in the cmake build dir, next to
+# the libllama/libggml they were linked against).
+need_tools() {
+    [ "${PEERS_SKIP_TOOLS:-0}" = 1 ] && return 1
+    for t in $TOOLS; do [ -x "$VENV/bin/$t" ] || return 0; done
+    return 1
+}
 
-if [ "${PEERS_FORCE:-0}" != 1 ] && have_bindings && ! need_bench; then
-    log "already set up: $("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)') in $VENV; llama-bench: $BENCH_BIN"
+if [ "${PEERS_FORCE:-0}" != 1 ] && have_bindings && ! need_tools; then
+    log "already set up: $("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)') in $VENV; tools: $TOOLS in $VENV/bin"
     exit 0
 fi
 
@@ -100,20 +115,24 @@ if [ "${PEERS_FORCE:-0}" = 1 ] || ! have_bindings; then
     log "bindings built in $(( $(date +%s) - t0 )) s (log: $SRC_ROOT/pip-build.log)"
 fi
 
-# 4. llama-bench from the same build dir.  Switch the tools tree on, build only that target,
-#    switch it off again so a later `pip install` of the bindings does not build every tool.
-if [ "${PEERS_SKIP_BENCH_BIN:-0}" != 1 ] && { [ "${PEERS_FORCE:-0}" = 1 ] || [ ! -x "$BENCH_BIN" ]; }; then
-    log "building llama-bench in $BUILD"
+# 4. the tools from the same build dir, in one cmake step.  Switch the tools and examples trees on,
+#    build only these targets, switch them off again so a later `pip install` of the bindings does
+#    not build every tool.
+if [ "${PEERS_SKIP_TOOLS:-0}" != 1 ] && { [ "${PEERS_FORCE:-0}" = 1 ] || need_tools; }; then
+    log "building $TOOLS in $BUILD"
     t0=$(date +%s)
-    cmake -S "$SRC" -B "$BUILD" -DLLAMA_BUILD_TOOLS=ON > "$SRC_ROOT/bench-configure.log" 2>&1 \
-        || { tail -40 "$SRC_ROOT/bench-configure.log"; exit 1; }
-    nice -n "$NICE" cmake --build "$BUILD" -j "$JOBS" --target llama-bench > "$SRC_ROOT/bench-build.log" 2>&1 \
-        || { tail -40 "$SRC_ROOT/bench-build.log"; exit 1; }
-    cmake -S "$SRC" -B "$BUILD" -DLLAMA_BUILD_TOOLS=OFF >> "$SRC_ROOT/bench-configure.log" 2>&1
-    built="$(find "$BUILD" -name llama-bench -type f -perm -u+x | head -1)"
-    [ -n "$built" ] || { echo "llama-bench binary not found under $BUILD" >&2; exit 1; }
-    ln -sf "$built" "$BENCH_BIN"
-    log "llama-bench built in $(( $(date +%s) - t0 )) s: $built"
+    cmake -S "$SRC" -B "$BUILD" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON > "$SRC_ROOT/tools-configure.log" 2>&1 \
+        || { tail -40 "$SRC_ROOT/tools-configure.log"; exit 1; }
+    # shellcheck disable=SC2086  # TOOLS is a list of target names
+    nice -n "$NICE" cmake --build "$BUILD" -j "$JOBS" --target $TOOLS > "$SRC_ROOT/tools-build.log" 2>&1 \
+        || { tail -40 "$SRC_ROOT/tools-build.log"; exit 1; }
+    cmake -S "$SRC" -B "$BUILD" -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >> "$SRC_ROOT/tools-configure.log" 2>&1
+    for t in $TOOLS; do
+        built="$(find "$BUILD" -name "$t" -type f -perm -u+x | head -1)"
+        [ -n "$built" ] || { echo "$t binary not found under $BUILD" >&2; exit 1; }
+        ln -sf "$built" "$VENV/bin/$t"
+    done
+    log "tools built in $(( $(date +%s) - t0 )) s"
 fi
 
 "$PY" - <<PYEOF
@@ -121,4 +140,7 @@ import llama_cpp
 print("llama_cpp", llama_cpp.__version__, "from", llama_cpp.__file__)
 print(llama_cpp.llama_print_system_info().decode())
 PYEOF
-if [ -x "$BENCH_BIN" ]; then log "llama-bench: $BENCH_BIN -> $(readlink -f "$BENCH_BIN")"; else log "llama-bench: not built"; fi
+for t in $TOOLS; do
+    if [ -x "$VENV/bin/$t" ]; then log "$t: $VENV/bin/$t -> $(readlink -f "$VENV/bin/$t")"; else log "$t: not built"; fi
+done
+log "llama.cpp's converter (needs torch + transformers, see benchmarks/peers/README.md): $SRC/vendor/llama.cpp/convert_hf_to_gguf.py"
