@@ -32,7 +32,7 @@ from ..session import KVCache
 MIN_COPY = 16   # a shorter shared prefix is cheaper to recompute than to copy and track
 
 
-@dataclass
+@dataclass(eq=False)     # entries are compared by identity (list.remove)
 class _Entry:
     ids: np.ndarray                 # int64, exactly the cache's valid positions
     cache: KVCache
