@@ -55,9 +55,9 @@ def check_target(target: Path, *, force: bool, source: Path | None = None) -> No
         src = Path(os.path.realpath(source))
         if _inside(real, src):
             where = "is" if real == src else "is inside"
-            raise ExportError(f"refusing to write the package to {target}: it {where} the checkpoint folder {source}")
+            raise ExportError(f"refusing to write the package to '{target}': it {where} the checkpoint folder {source}")
         if _inside(src, real):
-            raise ExportError(f"refusing to write the package to {target}: it contains the checkpoint folder {source}")
+            raise ExportError(f"refusing to write the package to '{target}': it contains the checkpoint folder {source}")
     if not (target.exists() or target.is_symlink()):
         return
     if not force:
@@ -74,8 +74,9 @@ def check_target(target: Path, *, force: bool, source: Path | None = None) -> No
 @contextlib.contextmanager
 def atomic_folder(target: Path, *, force: bool, source: Path | None = None):
     """Yield an empty temporary folder; on success it replaces `target` (see the module docstring)."""
-    target = Path(target).absolute()
-    check_target(target, force=force, source=source)
+    given = Path(target)                # messages name the path as the user wrote it
+    target = given.absolute()
+    check_target(given, force=force, source=source)
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -85,14 +86,14 @@ def atomic_folder(target: Path, *, force: bool, source: Path | None = None):
         raise ExportError(f"output folder {parent} is not writable")
     with _target_lock(target), _sigterm_raises():
         clean_stale(target)                                   # may put back a package a killed export left aside
-        check_target(target, force=force, source=source)     # again: the target may have changed meanwhile
+        check_target(given, force=force, source=source)      # again: the target may have changed meanwhile
         tmp = parent / f".{target.name}.partial-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
             try:
                 yield tmp
-                check_target(target, force=force, source=source)
+                check_target(given, force=force, source=source)
             except OSError as e:
                 if e.errno == errno.ENOSPC:
                     raise ExportError(f"disk full while writing {target} (needs more free space in {parent})") from e

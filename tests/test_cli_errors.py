@@ -354,3 +354,14 @@ def test_wheel_ships_the_data_files(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**__import__("os").environ, "PYTHONPATH": str(site)}, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+@NEEDS_SHARED
+def test_bad_input_table_has_no_traceback_loss_or_debris(tmp_path):
+    """benchmarks/bad_input.py runs every case of docs/bad-input.md (about a minute) and exits 1 on any
+    traceback, lost file, debris or unexpected exit code."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bad_input.py"), "--out", str(tmp_path / "t.md")],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "0 tracebacks, 0 with lost files, 0 with debris, 0 with any problem" in (tmp_path / "t.md").read_text()
