@@ -85,3 +85,11 @@ def test_an_extended_entry_replaces_its_prefix(session):
     longer = ids + [1, 2, 3]
     pc.put(longer, filled(session, longer)[0])
     assert len(pc) == 1 and pc.entries[0].ids.size == 33
+
+
+def test_a_cut_short_reply_inside_a_stored_entry_is_not_stored_twice(session):
+    pc = PromptCache(1 << 30)
+    ids = list(range(10, 40))
+    pc.put(ids, filled(session, ids)[0])
+    assert not pc.put(ids[:25], filled(session, ids[:25])[0])
+    assert len(pc) == 1

@@ -97,7 +97,8 @@ class PromptCache:
     def put(self, ids: Sequence[int], cache: KVCache, *, prompt_len: int = 0,
             logits: np.ndarray | None = None) -> bool:
         """Store `cache` holding the keys/values of `ids` (len(ids) == cache.length), and the logits
-        after its first `prompt_len` ids if known; False if it does not fit the budget at all."""
+        after its first `prompt_len` ids if known. False when it is not stored: larger than the whole
+        budget, or already contained in a stored entry."""
         ids = np.asarray(ids, np.int64)
         if ids.size != cache.length:
             raise ValueError(f"{ids.size} ids for a cache holding {cache.length} positions")
@@ -107,6 +108,10 @@ class PromptCache:
         if entry.nbytes > self.budget or not ids.size:
             return False
         with self._lock:
+            for e in self.entries:
+                if common_prefix(e.ids, ids) == ids.size and (logits is None or e.prompt_len == prompt_len):
+                    e.used = next(self._clock)
+                    return False          # a stored entry already holds all of this (a cut-short reply)
             # an entry this one extends is now redundant, unless it keeps logits this one does not
             self.entries = [e for e in self.entries if common_prefix(e.ids, ids) < e.ids.size
                             or (e.logits is not None and (logits is None or e.prompt_len != prompt_len))]
