@@ -106,6 +106,7 @@ class Tokenizer:
         self.bos_id = spec.bos_id
         self.eos_ids = tuple(spec.eos_ids)
         self.add_bos = spec.add_bos and spec.bos_id is not None
+        self.vocab_size = self.backend.vocab_size
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> "Tokenizer":
@@ -120,14 +121,12 @@ class Tokenizer:
         return self.backend.encode_special(text)
 
     def decode(self, ids) -> str:
-        return self.backend.decode([int(i) for i in ids])
+        """Text of `ids`; ids past the tokenizer's vocabulary (a model's padded embedding rows) decode to nothing."""
+        n = self.vocab_size
+        return self.backend.decode([int(i) for i in ids if 0 <= int(i) < n])
 
     def token_id(self, piece: str) -> int | None:
         return self.backend.token_id(piece)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.backend.vocab_size
 
     def stream(self) -> "StreamDecoder":
         return StreamDecoder(self)

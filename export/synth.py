@@ -1,4 +1,5 @@
-"""Synthetic MiniCPM checkpoints at real scale: random bf16 weights in the release's exact layout.
+"""Synthetic checkpoints at real scale: random bf16 weights in a release's exact layout (MiniCPM-2B/1B,
+and the GQA shape of Qwen2.5-1.5B through the same registry the exporter uses).
 
 Writes a folder a user could have downloaded (config.json, generation_config.json, tokenizer files,
 pytorch_model.bin or model.safetensors), one tensor at a time in chunks, so peak RAM stays at a few
@@ -35,6 +36,12 @@ SHAPES = {
                    "num_key_value_heads": 8, "intermediate_size": 3840, "vocab_size": 73440,
                    "max_position_embeddings": 4096, "rms_norm_eps": 1e-05,
                    "scale_emb": 12, "dim_model_base": 256, "scale_depth": 1.4},
+    # Qwen2.5-1.5B's shapes (q/k/v bias, 12 heads over 2 KV heads, tied head). Its tokenizer is not
+    # available offline: MiniCPM-2B's (122,753 ids < 151,936) stands in; only speed and memory mean anything.
+    "qwen2.5-1.5b": {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 1536, "num_hidden_layers": 28,
+                     "num_attention_heads": 12, "num_key_value_heads": 2, "intermediate_size": 8960,
+                     "vocab_size": 151936, "max_position_embeddings": 32768, "rms_norm_eps": 1e-06,
+                     "rope_theta": 1000000.0, "tie_word_embeddings": True},
 }
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 _DEFAULTS = {"max_position_embeddings": 2048, "rms_norm_eps": 1e-05,
@@ -75,7 +82,10 @@ def resolve_shape(shape: str | dict = "minicpm-2b", *, layers: int | None = None
 
 
 def release_config(fields: dict, *, name: str) -> dict:
-    """config.json as OpenBMB ships it: no model_type, rope_theta or tie_word_embeddings keys."""
+    """config.json as the release ships it (MiniCPM: no model_type, rope_theta or tie_word_embeddings keys)."""
+    if "architectures" in fields and fields["architectures"] != ["MiniCPMForCausalLM"]:
+        return {"_name_or_path": name, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+                "torch_dtype": "bfloat16", "use_cache": True, "rope_scaling": None, **fields}
     return {
         "_name_or_path": name,
         "architectures": ["MiniCPMForCausalLM"],
@@ -100,6 +110,9 @@ def release_config(fields: dict, *, name: str) -> dict:
 
 def tensor_shapes(fields: dict) -> dict[str, tuple[int, ...]]:
     """Every tensor of the release in its state-dict order (no lm_head.weight: tied to the embedding)."""
+    if "architectures" in fields and fields["architectures"] != ["MiniCPMForCausalLM"]:
+        from .families import family_for       # the exporter's own expectations: one source of truth
+        return dict(family_for(release_config(fields, name="synthetic"))[1].expected_shapes())
     d, ff = fields["hidden_size"], fields["intermediate_size"]
     kvd = fields["num_key_value_heads"] * (d // fields["num_attention_heads"])
     shapes = {"model.embed_tokens.weight": (fields["vocab_size"], d)}
@@ -235,7 +248,7 @@ def write_synthetic(out_dir, *, shape: str | dict = "minicpm-2b", weight_format:
     if weight_format not in ("bin", "safetensors"):
         raise ValueError(f"weight_format must be 'bin' or 'safetensors', not {weight_format!r}")
     fields = resolve_shape(shape, layers=layers)
-    if tokenizer_dir is None and fields["vocab_size"] == SHAPES["minicpm-2b"]["vocab_size"] \
+    if tokenizer_dir is None and fields["vocab_size"] >= SHAPES["minicpm-2b"]["vocab_size"] \
             and TOKENIZER_2B.is_dir():
         tokenizer_dir = TOKENIZER_2B
     if tokenizer_dir is not None and not (Path(tokenizer_dir) / "tokenizer.model").is_file() \

@@ -224,3 +224,24 @@ def test_float16_kv_cache_halves_kv_bytes_and_keeps_greedy(tmp_path):
     assert 0 < float(np.abs(a - b).max()) < 0.05
     greedy = lambda m: [r.token_id for r in m.stream(ref["input_ids"], max_new_tokens=10, ignore_eos=True)]
     assert greedy(m16) == greedy(m32) == ref["greedy_ids"]
+
+
+def test_synthetic_gqa_shape_uses_the_registry(tmp_path):
+    """`synth --shape qwen2.5-1.5b` (2 layers here) writes exactly the tensors the Qwen2 family expects."""
+    from edge_llm.export.checkpoint import open_checkpoint
+    from edge_llm.export.config import config_for
+    from edge_llm.export.synth import SHAPES, resolve_shape, tensor_shapes
+    fields = resolve_shape("qwen2.5-1.5b", layers=2)
+    shapes = tensor_shapes(fields)
+    assert shapes["model.layers.1.self_attn.k_proj.bias"] == (256,)
+    assert shapes["model.layers.0.self_attn.k_proj.weight"] == (256, 1536)
+    assert "lm_head.weight" not in shapes and SHAPES["qwen2.5-1.5b"]["num_key_value_heads"] == 2
+
+
+def test_ids_past_the_tokenizer_decode_to_nothing():
+    from edge_llm.manifest import load_manifest
+    from edge_llm.paths import BUNDLED
+    from edge_llm.tokenizer import Tokenizer
+    tok = Tokenizer.from_manifest(load_manifest(BUNDLED))
+    hello = tok.encode("hello")
+    assert tok.decode(hello + [tok.vocab_size + 5]) == tok.decode(hello)
