@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge_llm import paths
-from edge_llm import paths
 from edge_llm.errors import ExportError
 
 from .families import DecoderConfig
