@@ -479,3 +479,77 @@ def test_minicpm_phone_example_labels():
     assert ex["device"] == "Snapdragon 855 phone (MiniCPM-2B, int4)"
     assert ex["claimed_tokens_per_currency"] == 1.7e6
     assert ex["assumptions"]["duty_cycle"] == 1.0 and ex["hardware_per_mtok"] == pytest.approx(1e6 / 1_971_000)
+
+
+# ---- sampler: the candidate window, the wide-nucleus fallback, parameters from generation_config ----
+
+def test_no_filter_keeps_the_whole_vocabulary():
+    """Without top-k/top-p every token stays a candidate, however large the vocabulary."""
+    assert len(_kept(np.zeros(3000))[0]) == 3000
+    assert len(_kept(np.zeros(3000), min_p=0.5)[0]) == 3000
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 10])
+def test_top_k_is_exactly_the_k_best_on_many_draws(k):
+    for seed in range(40):
+        x = np.random.default_rng(seed).standard_normal(2000).astype(np.float32)
+        assert sorted(_kept(x, top_k=k)[0]) == sorted(np.argsort(-x)[:k].tolist()), seed
+
+
+def test_top_k_still_applies_with_top_p():
+    x = np.random.default_rng(7).standard_normal(2000).astype(np.float32) * 0.01   # flat: top-p wants many
+    ids, _ = _kept(x, top_k=3, top_p=0.99)
+    assert sorted(ids) == sorted(np.argsort(-x)[:3].tolist())
+
+
+def test_min_p_and_top_p_together_keep_the_intersection():
+    assert _kept(HALF_QUARTER_QUARTER, min_p=0.6, top_p=0.99)[0] == [0]        # min-p alone: [0]
+    assert _kept(HALF_QUARTER_QUARTER, min_p=0.1, top_p=0.5)[0] == [0]         # top-p alone: [0]
+    x = np.zeros(3000)                                                        # the wide-nucleus path
+    assert len(_kept(x, top_p=0.5, min_p=0.5)[0]) == 1500
+
+
+def test_wide_nucleus_fallback_exact_boundary_and_temperature():
+    assert len(_kept(np.zeros(4096), top_p=0.5)[0]) == 2048                   # cumulative mass exactly 0.5
+    two_levels = np.concatenate([np.zeros(1500), np.full(1500, -2 * LN2)])
+    ids, probs = _kept(two_levels, top_p=0.9999, temperature=2.0)             # at T=2 the levels are 0, -ln 2
+    assert len(ids) == 3000 and probs[0] / probs[-1] == pytest.approx(2.0)
+    ids, probs = _kept(two_levels + 400.0, top_p=0.9999)                       # large logits must not overflow
+    assert np.isfinite(probs).all() and probs[0] / probs[-1] == pytest.approx(4.0)
+
+
+def test_wide_nucleus_min_p_is_relative_to_the_best_token():
+    one_then_halves = np.concatenate([[0.0], np.full(2999, -LN2)])
+    assert _kept(one_then_halves, top_p=0.9, min_p=0.75)[0] == [0]
+    two_levels = np.concatenate([np.zeros(1500), np.full(1500, -LN2)])
+    assert len(_kept(two_levels, top_p=0.9999, min_p=0.5)[0]) == 3000           # exactly at the threshold: kept
+
+
+@pytest.mark.parametrize("name, lo, hi", [("presence_penalty", -2, 2), ("frequency_penalty", -2, 2)])
+def test_presence_and_frequency_penalty_ranges(name, lo, hi):
+    from edge_llm.sampling import SamplingParams
+    SamplingParams(**{name: lo}), SamplingParams(**{name: hi})
+    for bad in (lo - 1e-6, hi + 1e-6):
+        with pytest.raises(ValueError, match=f"^invalid {name}: "):
+            SamplingParams(**{name: bad})
+
+
+def test_logit_bias_range():
+    from edge_llm.sampling import SamplingParams
+    SamplingParams(logit_bias={1: -100, 2: 100})
+    for bad in (-100.5, 100.5):
+        with pytest.raises(ValueError, match="^invalid logit_bias: "):
+            SamplingParams(logit_bias={1: bad})
+
+
+def test_sampling_params_from_generation_config():
+    from edge_llm.sampling import SamplingParams
+    gen = {"do_sample": True, "temperature": 0.7, "top_k": 40, "top_p": 0.9, "repetition_penalty": 1.1}
+    assert SamplingParams.from_generation_config(gen) == SamplingParams(temperature=0.7, top_k=40, top_p=0.9,
+                                                                      repetition_penalty=1.1)
+    assert SamplingParams.from_generation_config({}) == SamplingParams()
+    assert SamplingParams.from_generation_config({"do_sample": False, "temperature": 0.7}).temperature == 0.0
+    assert SamplingParams.from_generation_config({"temperature": 0.7}).temperature == 0.0   # greedy unless do_sample
+    assert SamplingParams.from_generation_config({"top_k": None}).top_k == 0
+    p = SamplingParams.from_generation_config(gen, top_k=5, temperature=None)   # None overrides nothing
+    assert (p.top_k, p.temperature) == (5, 0.7)
