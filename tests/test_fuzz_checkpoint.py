@@ -21,6 +21,7 @@ from hypothesis import given, strategies as st
 from edge_llm.errors import CheckpointError, UnsafePickleError
 from edge_llm.export.checkpoint import ITEMSIZE, bf16_to_float32, float32_to_bf16, open_checkpoint
 from fuzz_settings import fuzz
+from test_checkpoint import _s, _i, _tensor   # the pickle-opcode builders of the reader's own tests
 
 CONFIG = json.dumps({"architectures": ["MiniCPMForCausalLM"]})
 ST_DTYPES = {"BF16": 2, "F16": 2, "F32": 4}
@@ -203,20 +204,6 @@ def test_mutated_bytes_open_or_raise_checkpoint_error(edits, cut, extra):
 
 
 # -- pytorch_model.bin: the restricted unpickler -----------------------------------------------------
-
-def _s(v: str) -> bytes:
-    return b"X" + struct.pack("<I", len(v.encode())) + v.encode()
-
-
-def _i(v: int) -> bytes:
-    return b"J" + struct.pack("<i", v)
-
-
-def _tensor(storage_type: str, key: str, numel: int, offset: int, shape, stride) -> bytes:
-    return (b"ctorch._utils\n_rebuild_tensor_v2\n(" + b"(" + _s("storage") + f"ctorch\n{storage_type}\n".encode()
-            + _s(key) + _s("cpu") + _i(numel) + b"tQ" + _i(offset) + b"(" + b"".join(map(_i, shape)) + b"t"
-            + b"(" + b"".join(map(_i, stride)) + b"t" + b"\x89ccollections\nOrderedDict\n)RtR")
-
 
 VALID_PKL = b"\x80\x02}(" + _s("w") + _tensor("BFloat16Storage", "0", 6, 0, (2, 3), (3, 1)) + b"u."
 

@@ -45,7 +45,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common import RANDOM_ID_RANGE, add_run_options, check_run_options, make_prompt, median, write_json
+from common import (RANDOM_ID_RANGE, add_run_options, check_run_options, make_prompt, median, rep_record,
+                    write_json)
 from edge_llm.bench.probes import memory_snapshot
 
 N_CTX = 1024
@@ -121,17 +122,9 @@ def bench_llamacpp(gguf_path: str | os.PathLike, *, threads: int = 2, prompt_len
             t_end = time.perf_counter()
             if llm.n_tokens != prompt_len + gen_len - 1:
                 raise RuntimeError(f"n_tokens {llm.n_tokens} != {prompt_len + gen_len - 1}")
-            prefill_s = t_prefill - t_start
-            decode_s = t_end - t_first
-            runs.append({
-                "rep": rep - warmup, "warmup": rep < warmup,
-                "prefill_s": prefill_s, "prefill_tok_s": prompt_len / prefill_s,
-                "ttft_s": t_first - t_start,
-                "decode_s": decode_s, "decode_tok_s": (gen_len - 1) / decode_s,
-                "decode_ms_per_tok": 1e3 * decode_s / (gen_len - 1),
-                "total_s": t_end - t_start,
-                "first_tokens": generated[:8],
-            })
+            runs.append(rep_record(rep=rep, warmup=warmup, prompt_len=prompt_len, gen_len=gen_len,
+                                   t_start=t_start, t_prefill=t_prefill, t_first=t_first, t_end=t_end,
+                                   first_tokens=generated))
     finally:
         rss_end = _rss_mb()
         llm.close()

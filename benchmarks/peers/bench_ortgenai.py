@@ -32,7 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common import add_run_options, check_run_options, make_prompt, median, prompt_digest, write_json
+from common import (add_run_options, check_run_options, make_prompt, median, prompt_digest, rep_record,
+                    write_json)
 from edge_llm.bench.probes import folder_bytes, memory_snapshot
 
 SCHEMA = "edge-llm/peers/ortgenai/v1"
@@ -84,16 +85,8 @@ def bench_ortgenai(pkg: Path, *, threads: int = 2, prompt_len: int = 128, gen_le
         del gen, params
         if n != gen_len or len(seq) != total:
             raise RuntimeError(f"generated {n} tokens / sequence {len(seq)} (wanted {gen_len} / {total})")
-        prefill_s, decode_s = t_prefill - t_start, t_end - t_first
-        runs.append({
-            "rep": rep - warmup, "warmup": rep < warmup,
-            "prefill_s": prefill_s, "prefill_tok_s": prompt_len / prefill_s,
-            "ttft_s": t_first - t_start,
-            "decode_s": decode_s, "decode_tok_s": (gen_len - 1) / decode_s,
-            "decode_ms_per_tok": 1e3 * decode_s / (gen_len - 1),
-            "total_s": t_end - t_start,
-            "first_tokens": seq[prompt_len:prompt_len + 8],
-        })
+        runs.append(rep_record(rep=rep, warmup=warmup, prompt_len=prompt_len, gen_len=gen_len, t_start=t_start,
+                               t_prefill=t_prefill, t_first=t_first, t_end=t_end, first_tokens=seq[prompt_len:]))
     mem_end = memory_snapshot()
     measured = [r for r in runs if not r["warmup"]]
     keys = ("prefill_s", "prefill_tok_s", "ttft_s", "decode_s", "decode_tok_s", "decode_ms_per_tok", "total_s")

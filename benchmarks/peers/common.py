@@ -48,6 +48,20 @@ def write_json(obj: dict, path: Path | None) -> None:
         print(text)
 
 
+def rep_record(*, rep: int, warmup: int, prompt_len: int, gen_len: int, t_start: float, t_prefill: float,
+               t_first: float, t_end: float, first_tokens: Sequence[int]) -> dict:
+    """One repetition's figures from its four clock readings (the same definitions for every runtime):
+    prefill = start..prefill done; TTFT = start..first token; decode = the other gen_len - 1 tokens."""
+    prefill_s, decode_s = t_prefill - t_start, t_end - t_first
+    return {"rep": rep - warmup, "warmup": rep < warmup,
+            "prefill_s": prefill_s, "prefill_tok_s": prompt_len / prefill_s,
+            "ttft_s": t_first - t_start,
+            "decode_s": decode_s, "decode_tok_s": (gen_len - 1) / decode_s,
+            "decode_ms_per_tok": 1e3 * decode_s / (gen_len - 1),
+            "total_s": t_end - t_start,
+            "first_tokens": [int(t) for t in list(first_tokens)[:8]]}
+
+
 def add_run_options(ap: argparse.ArgumentParser, *, json_help: str = "write the result JSON here") -> None:
     """The measurement options every child (and the harness, which passes them on) takes."""
     ap.add_argument("--json", type=Path, default=None, help=json_help)
