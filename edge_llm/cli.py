@@ -156,9 +156,13 @@ BLOCK_SIZES = ("16", "32", "64", "128", "256")
               help="'arm' keeps every tensor on onnxruntime's ARM (KleidiAI) fast path (block size <= 128).")
 @click.option("--force", is_flag=True, help="Replace an existing edge-llm package folder (never anything else).")
 @click.option("--no-validate", is_flag=True, help="Skip loading the result and checking it against a reference.")
+@click.option("--kv-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="KV cache type recorded in the package (float16 halves its memory; see README).")
+@click.option("--context-length", type=click.IntRange(min=1), default=None,
+              help="Longest context the package serves (default: the model's, capped at 32768).")
 def export_cmd(checkpoint_dir, output, precision, recipe_name, block_size, asymmetric, accuracy_level, calibration,
-               target, force, no_validate):
-    """Export a Hugging Face MiniCPM checkpoint folder to an int4 ONNX package."""
+               target, force, no_validate, kv_dtype, context_length):
+    """Export a Hugging Face checkpoint folder (Llama, Mistral, Qwen2, Qwen3, MiniCPM) to an int4 ONNX package."""
     block_size = int(block_size) if block_size else None
     if target == "arm" and block_size and block_size > 128:
         raise click.BadParameter(f"{block_size} with --target arm: the ARM int4 kernels take blocks of at most 128",
@@ -169,7 +173,7 @@ def export_cmd(checkpoint_dir, output, precision, recipe_name, block_size, asymm
         result = run_export(checkpoint_dir, output, precision=precision, recipe_name=recipe_name,
                             block_size=block_size, asymmetric=asymmetric, accuracy_level=accuracy_level,
                             calibration=calibration, target=target, force=force, validate=not no_validate,
-                            progress=progress)
+                            kv_dtype=kv_dtype, context_length=context_length, progress=progress)
     except BaseException:
         progress.abort()
         raise
@@ -178,13 +182,14 @@ def export_cmd(checkpoint_dir, output, precision, recipe_name, block_size, asymm
 
 
 @main.command()
-@click.option("--shape", type=click.Choice(["minicpm-2b", "minicpm-1b"]), default="minicpm-2b", show_default=True)
+@click.option("--shape", type=click.Choice(["minicpm-2b", "minicpm-1b", "qwen2.5-1.5b"]), default="minicpm-2b",
+              show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
 @click.option("--format", "weight_format", type=click.Choice(["bin", "safetensors"]), default="bin", show_default=True)
 @click.option("--layers", type=click.IntRange(min=1), default=None, help="Override the number of layers (quick experiments).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def synth(shape, output, weight_format, layers, seed):
-    """Write a checkpoint with MiniCPM's real shapes and tokenizer and random bf16 weights (for speed tests)."""
+    """Write a checkpoint with a release's real shapes (and MiniCPM-2B's tokenizer) and random bf16 weights (speed tests)."""
     from .export.synth import write_synthetic
     progress = Progress("tensors")
     write_synthetic(output, shape=shape, weight_format=weight_format, seed=seed, layers=layers, progress=progress)

@@ -32,15 +32,19 @@ def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetr
         # symmetric weights (older onnxruntime releases take no zero points on that path).
         changes["symmetric"] = True
         changes["target"] = "arm"
+        if (block_size or r.block_size) > 128:
+            raise ExportError(f"block size {block_size or r.block_size} with target arm: the ARM int4 kernels take "
+                              f"blocks of at most 128")
     r = replace(r, **changes)
     return r
 
 
 def run_export(src: Path, out: Path, *, precision, recipe_name, block_size, asymmetric, accuracy_level, calibration,
-               target, force, validate, progress) -> str:
+               target, force, validate, progress, kv_dtype="float32", context_length=None) -> str:
     recipe = make_recipe(precision=precision, recipe_name=recipe_name, block_size=block_size, asymmetric=asymmetric,
                          accuracy_level=accuracy_level, calibration=calibration, target=target)
-    result = export_checkpoint(src, out, recipe=recipe, force=force, validate=validate, progress=progress)
+    result = export_checkpoint(src, out, recipe=recipe, force=force, validate=validate, progress=progress,
+                               kv_dtype=kv_dtype, context_length=context_length)
     return summary(result)
 
 

@@ -245,3 +245,25 @@ def test_ids_past_the_tokenizer_decode_to_nothing():
     tok = Tokenizer.from_manifest(load_manifest(BUNDLED))
     hello = tok.encode("hello")
     assert tok.decode(hello + [tok.vocab_size + 5]) == tok.decode(hello)
+
+
+def test_cli_export_records_kv_dtype_and_context_length(tmp_path):
+    from click.testing import CliRunner
+    from edge_llm.cli import main
+    out = tmp_path / "pkg"
+    r = CliRunner().invoke(main, ["export", str(DATA / "qwen2"), "-o", str(out), "--kv-dtype", "float16",
+                                  "--context-length", "128", "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    m = load_manifest(out)
+    assert m.kv.dtype == "float16" and m.kv.max_length == m.model.context_length == 128
+    r = CliRunner().invoke(main, ["export", str(DATA / "qwen2"), "-o", str(tmp_path / "p2"), "--context-length", "999"])
+    assert r.exit_code == 1 and "context length 999 is outside 1..256" in r.output
+    assert not (tmp_path / "p2").exists()
+
+
+def test_arm_target_refuses_blocks_over_128_in_the_api():
+    from edge_llm.errors import ExportError
+    from edge_llm.export.cli_support import make_recipe
+    with pytest.raises(ExportError, match="at most 128"):
+        make_recipe(target="arm", block_size=256)
+    assert make_recipe(target="arm", block_size=64).block_size == 64
