@@ -553,3 +553,52 @@ def test_sampling_params_from_generation_config():
     assert SamplingParams.from_generation_config({"top_k": None}).top_k == 0
     p = SamplingParams.from_generation_config(gen, top_k=5, temperature=None)   # None overrides nothing
     assert (p.top_k, p.temperature) == (5, 0.7)
+
+
+# ---- export validation: each check raises its own error, at its own tolerance ---------------------
+
+class _FakeIOSession:
+    def __init__(self, inputs, outputs):
+        self.sess = SimpleNamespace(get_inputs=lambda: [SimpleNamespace(name=n) for n in inputs],
+                                    get_overridable_initializers=lambda: [],
+                                    get_outputs=lambda: [SimpleNamespace(name=n) for n in outputs])
+
+
+def _io_manifest(layers=2):
+    from edge_llm.manifest import IOSpec
+    return SimpleNamespace(io=IOSpec(), kv=SimpleNamespace(num_layers=layers))
+
+
+def test_validator_io_check():
+    from edge_llm.export.validate import IOMismatchError, check_io
+    io = _io_manifest().io
+    inputs = [io.input_ids, io.attention_mask, io.logits_to_keep, *io.per_layer("past_key", 2),
+              *io.per_layer("past_value", 2)]
+    outputs = [io.logits, *io.per_layer("present_key", 2), *io.per_layer("present_value", 2)]
+    check_io(_FakeIOSession(inputs, outputs), _io_manifest())
+    with pytest.raises(IOMismatchError, match=r"inputs \['past_key_values.1.value'\], outputs \[\]"):
+        check_io(_FakeIOSession(inputs[:-1], outputs), _io_manifest())
+    with pytest.raises(IOMismatchError, match=r"outputs \['extra'\]"):
+        check_io(_FakeIOSession(inputs, outputs + ["extra"]), _io_manifest())
+
+
+@pytest.mark.parametrize("precision, kv_dtype, error, raises", [
+    ("fp32", "float32", 5e-4, False), ("fp32", "float32", 2e-3, True),
+    ("fp32", "float16", 5e-3, False), ("fp32", "float16", 5e-2, True),     # 1e-2 x max |ref| (= 2)
+    ("int4", "float32", 0.5, False),                                      # int4: reported, not enforced
+])
+def test_validator_logits_tolerance(monkeypatch, precision, kv_dtype, error, raises):
+    from edge_llm.export import reference
+    from edge_llm.export.validate import LogitsMismatchError, check_logits
+    ref = np.array([[2.0, 0.0, 1.0], [0.0, 2.0, -1.0]], np.float32)
+    monkeypatch.setattr(reference, "forward", lambda cfg, get, ids: ref)
+    session = SimpleNamespace(logits_all=lambda ids: ref + np.float32(error) * np.array([[1, 0, 0], [0, 0, -1]]))
+    if raises:
+        with pytest.raises(LogitsMismatchError, match=f"fp32 logits differ .* by {error:.2e}"):
+            check_logits(session, None, None, ids=[1, 2], precision=precision, kv_dtype=kv_dtype)
+    else:
+        r = check_logits(session, None, None, ids=[1, 2], precision=precision, kv_dtype=kv_dtype)
+        assert r["max_abs_diff"] == pytest.approx(error, rel=1e-3) and r["top1_agreement"] == 1.0
+    shapes = SimpleNamespace(logits_all=lambda ids: ref[:1])
+    with pytest.raises(LogitsMismatchError, match=r"logits shape \(1, 3\), reference \(2, 3\)"):
+        check_logits(shapes, None, None, ids=[1, 2], precision=precision, kv_dtype=kv_dtype)
