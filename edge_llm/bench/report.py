@@ -118,11 +118,33 @@ def render_markdown(report: dict, *, plots: Sequence[str] = ()) -> str:
         out.append(f"| {run['threads']} | {_num(run.get('load_seconds'), '.3f')} "
                    f"| {_mib(mem.get('rss_after_load_bytes'))} | {_mib(mem.get('peak_rss_bytes'))} "
                    f"| {_mib(mem.get('kv_cache_bytes'))} |")
-    out += ["", *_bandwidth_section(report, tests), *_energy_section(report, tests), *_cost_section(report)]
+    out += ["", *_depth_memory_section(report, tests), *_bandwidth_section(report, tests),
+            *_energy_section(report, tests), *_cost_section(report)]
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     out += [f"- {n}" for n in report.get("notes", [])]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _depth_memory_section(report: dict, tests) -> list[str]:
+    """Resident memory against the context each decode test ended at: it should track package + KV(context)."""
+    rows = [(run, t) for run, t in tests if t["kind"] == "tg" and t.get("reps") and "context_positions" in t["reps"][-1]]
+    if not rows:
+        return []
+    pkg = report["package"]
+    out = ["## Memory at depth", "",
+           f"KV cache: {pkg['kv_cache'].get('dtype', 'float32')}, {pkg['kv_cache']['bytes_per_position']:,} bytes per "
+           f"position. RSS is read at the last decode step of the last repetition, its cache still alive.", "",
+           "| test | threads | context | KV(context) MiB | package MiB | RSS MiB | RSS ÷ (package + KV) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for run, t in rows:
+        last = t["reps"][-1]
+        kv = last["context_positions"] * pkg["kv_cache"]["bytes_per_position"]
+        need = pkg["package_bytes"] + kv
+        ratio = f"{last['rss_at_end_bytes'] / need:.2f}" if last.get("rss_at_end_bytes") else "—"
+        out.append(f"| {t['test']} | {run['threads']} | {last['context_positions']} | {_mib(kv)} "
+                   f"| {_mib(pkg['package_bytes'])} | {_mib(last.get('rss_at_end_bytes'))} | {ratio} |")
+    return out + [""]
 
 
 def _machine_line(m: dict) -> str:

@@ -228,16 +228,20 @@ def _measure_pp(model, ids: list[int], meter: EnergyMeter) -> dict:
 def _measure_tg(model, ids: list[int], n: int, meter: EnergyMeter) -> dict:
     """Prefill `ids` (untimed context), then time `n` decode steps."""
     steps: list[float] = []
-    prefill_s = None
+    prefill_s = rss_end = None
     for rec in model.stream(ids, params=GREEDY, max_new_tokens=n + 1, ignore_eos=True):
         if rec.index == 0:
             prefill_s = rec.seconds
             meter.start()
         else:
             steps.append(rec.seconds)
+        if rec.index == n:
+            rss_end = rss_bytes()       # resident memory at the last step, this context's cache still alive
     reading = meter.stop()
+    positions = len(ids) + n
     total = sum(steps)
     return {"seconds": total, "tokens_per_s": len(steps) / total, "context_prefill_seconds": prefill_s,
+            "context_positions": positions, "rss_at_end_bytes": rss_end,
             "step_seconds": steps, "energy": _energy(reading)}
 
 
