@@ -5,30 +5,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import ContextFullError
+from .errors import ContextFullError, EdgeLLMError
 from .generate import TokenRecord, generate_tokens
 from .sampling import SamplingParams
 from .session import KVCache, ModelSession
+from .speculative import Speculator, parse_speculate
 from .chat_template import chat_ids
 from .errors import PackageError
 from .tokenizer import Tokenizer
 
+DEFAULT_SPECULATE = "off"   # edge_llm.speculative; see docs/speculative.md for where it pays
+
 
 class Model:
-    def __init__(self, session: ModelSession, *, context_length: int | None = None):
+    def __init__(self, session: ModelSession, *, context_length: int | None = None,
+                 speculate: str | None = DEFAULT_SPECULATE):
         self.session = session
         self.manifest = session.manifest
         self.tokenizer = Tokenizer.from_manifest(self.manifest)
         self.context_length = min(context_length or session.context_length, session.context_length)
+        self.speculate(speculate)
+
+    def speculate(self, how: str | None = DEFAULT_SPECULATE) -> None:
+        """Speculative decoding for later replies: "auto" | "off" | "lookup" | "draft:PACKAGE_DIR"
+        (edge_llm.speculative; greedy replies keep their tokens, sampled ones their distribution)."""
+        try:
+            spec = parse_speculate(how)
+        except ValueError as e:
+            raise EdgeLLMError(f"--speculate: {e}") from e
+        self.speculator = Speculator(spec, self.session) if spec.enabled else None
 
     @classmethod
     def load(cls, package_dir=None, *, threads: int | None = None, context_length: int | None = None,
-             spinning: bool = True) -> "Model":
+             spinning: bool = True, speculate: str | None = DEFAULT_SPECULATE) -> "Model":
         """Load a package folder; without one, the bundled tiny model."""
         if package_dir is None:
             from .paths import BUNDLED
             package_dir = BUNDLED
-        return cls(ModelSession(Path(package_dir), threads=threads, spinning=spinning), context_length=context_length)
+        return cls(ModelSession(Path(package_dir), threads=threads, spinning=spinning), context_length=context_length,
+                   speculate=speculate)
 
     def cache(self) -> KVCache:
         """A new, empty KV cache for one request (it grows as it fills, up to the context length)."""
@@ -64,7 +79,7 @@ class Model:
         _check_fits(len(ids), cache.max_len)
         return generate_tokens(self.session, self.tokenizer, cache, ids, params=params or SamplingParams(),
                                max_new_tokens=min(max_new_tokens, cache.max_len - len(ids)),
-                               stop_strings=stop_strings, ignore_eos=ignore_eos)
+                               stop_strings=stop_strings, ignore_eos=ignore_eos, speculator=self.speculator)
 
     def generate(self, prompt: str | Sequence[int], **kw) -> str:
         return "".join(r.text for r in self.stream(prompt, **kw))
@@ -132,7 +147,8 @@ class Conversation:
         gen = generate_tokens(self.model.session, self.model.tokenizer, self.cache, ids[reuse:],
                               params=params or SamplingParams(), history=ids[:reuse],
                               max_new_tokens=min(max_new_tokens, max_len - len(ids)),
-                              stop_strings=self.model.stop_strings, stop_ids=self.model.stop_ids)
+                              stop_strings=self.model.stop_strings, stop_ids=self.model.stop_ids,
+                              speculator=self.model.speculator)
         try:
             for rec in gen:
                 reply.append(rec.token_id)

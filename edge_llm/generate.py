@@ -20,6 +20,7 @@ from .logits import apply_processors, make_logits_processors
 from .records import StepMeter, default_step_meter, log_reply, reply_record
 from .sampling import SamplingParams, make_sampler
 from .session import KVCache, ModelSession
+from .speculative import Speculator, Step
 from .tokenizer import Tokenizer
 
 
@@ -35,6 +36,11 @@ class TokenRecord:
     cached_tokens: int = 0     # prompt positions that were already in the cache (not prefilled)
     joules: float | None = None  # energy of the model step(s) behind this token (edge_llm.records)
     energy_source: str | None = None  # "measured: <counter>" or "estimated: <power model>", as bench labels
+    # speculative decoding (edge_llm.speculative), on the first token of each forward: draft tokens
+    # checked, how many were accepted; forwards = 1 there and 0 on the other tokens of that forward
+    drafted: int = 0
+    accepted: int = 0
+    forwards: int = 1
 
 
 def prefill(session: ModelSession, cache: KVCache, ids: Sequence[int]) -> np.ndarray:
@@ -44,6 +50,17 @@ def prefill(session: ModelSession, cache: KVCache, ids: Sequence[int]) -> np.nda
 
 def decode_one_token(session: ModelSession, cache: KVCache, token: int) -> np.ndarray:
     return session.forward(np.array([token], np.int64), cache)
+
+
+def _plain_steps(session, cache, logits, energy, t0: float, *, sample, processors, seen: list[int],
+                 meter) -> Iterator[Step]:
+    """Plain decoding: sample from `logits`, feed the token, repeat (one forward per token)."""
+    while True:
+        token = sample(apply_processors(processors, seen, logits))
+        seen.append(token)
+        yield Step(token, time.perf_counter() - t0, None if energy is None else energy.joules)
+        t0 = time.perf_counter()
+        logits, energy = meter.run(decode_one_token, session, cache, token)
 
 
 class StopMatcher:
@@ -84,7 +101,7 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
                     stop_strings: Sequence[str] = (), history: Sequence[int] = (),
                     stop_ids: Sequence[int] | None = None, ignore_eos: bool = False,
                     meter: StepMeter | None = None, log: bool = True,
-                    logits: np.ndarray | None = None) -> Iterator[TokenRecord]:
+                    logits: np.ndarray | None = None, speculator: Speculator | None = None) -> Iterator[TokenRecord]:
     """Prefill `new_ids` after the cache's valid positions, then sample until a stop condition.
 
     The cache ends holding every fed token; the last generated token is not fed (its KV is written
@@ -94,6 +111,7 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
     the `edge_llm.replies` logger (see edge_llm.records), also when the caller stops early.
     `logits`: the caller already ran the prompt (e.g. the server, in pieces, or from its prompt cache);
     these are the last position's, `new_ids` is then empty and no prefill step runs.
+    `speculator`: decode with speculative decoding (edge_llm.speculative); same tokens, fewer forwards.
     """
     if logits is not None and len(new_ids):
         raise ValueError("pass either new_ids to prefill or the logits of a prompt already in the cache")
@@ -108,17 +126,24 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
     stops = StopMatcher(stop_strings)
     cached, source = cache.length, meter.describe()
     out: list[TokenRecord] = []
+    steps = None
     try:
         t0 = time.perf_counter()
         if logits is None:
             logits, energy = meter.run(prefill, session, cache, new_ids)
         else:
             logits, energy = logits.copy(), None
+        start = cache.length
+        if speculator is None:
+            steps = _plain_steps(session, cache, logits, energy, t0, sample=sample, processors=processors,
+                                 seen=seen, meter=meter)
+        else:
+            steps = speculator.steps(session, cache, logits, energy, t0, sample=sample, params=params,
+                                     processors=processors, seen=seen, meter=meter, budget=max_new_tokens)
         for index in range(max_new_tokens):
-            token = sample(apply_processors(processors, seen, logits))
-            seen.append(token)
-            elapsed = time.perf_counter() - t0
-            position = cache.length
+            step = next(steps)
+            token, elapsed = step.token, step.seconds
+            position = start + index
             finish = None
             if token in stop_ids and not ignore_eos:
                 text, finish = decoder.flush(), "eos"
@@ -130,17 +155,17 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
             if finish is None and index == max_new_tokens - 1:
                 finish = "length"
                 text += stops.feed(decoder.flush())[0] + stops.flush()
-            if finish is None and cache.length >= cache.max_len:
+            if finish is None and position >= cache.max_len:
                 finish = "context"
                 text += stops.feed(decoder.flush())[0] + stops.flush()
             out.append(TokenRecord(token, text, index, position, elapsed, len(new_ids), finish, cached,
-                                   None if energy is None else energy.joules, source))
+                                   step.joules, source, step.drafted, step.accepted, step.forwards))
             yield out[-1]
             if finish is not None:
                 return
-            t0 = time.perf_counter()
-            logits, energy = meter.run(decode_one_token, session, cache, token)
     finally:
+        if steps is not None:
+            steps.close()      # a speculative stepper rolls back the KV of tokens not yet taken
         if log:
             log_reply(reply_record(out, model=_model_name(session), prompt_tokens=cached + len(new_ids),
                                    cached_tokens=cached))

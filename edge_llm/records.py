@@ -119,6 +119,12 @@ class ReplyRecord:
     queue_s: float = 0.0        # time waiting for a free slot (server)
     model: str = ""
     created: float = 0.0        # unix time the record was made
+    # speculative decoding (edge_llm.speculative): draft tokens checked and accepted; decode tokens
+    # per target forward (1.0 for plain decoding)
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    acceptance_rate: float | None = None
+    tokens_per_forward: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -142,6 +148,9 @@ def reply_record(records: Sequence["TokenRecord"], *, costs: CostSettings = Cost
     label = "none" if joules is None else ("measured" if source and source.startswith("measured") else "estimated")
     elec, hw, cost = _reply_cost(costs, joules=joules, seconds=ttft + dsec, measured=label == "measured",
                                  tokens=len(records))
+    drafted = sum(getattr(r, "drafted", 0) for r in records)
+    accepted = sum(getattr(r, "accepted", 0) for r in records)
+    forwards = sum(getattr(r, "forwards", 1) for r in decode)
     return ReplyRecord(
         prompt_tokens=cached + prefilled, cached_tokens=cached, prefill_tokens=prefilled,
         generated_tokens=len(records), finish_reason=(records[-1].finish_reason if records else None) or "cancelled",
@@ -149,7 +158,9 @@ def reply_record(records: Sequence["TokenRecord"], *, costs: CostSettings = Cost
         decode_tokens_per_s=len(decode) / dsec if dsec > 0 else None, total_s=ttft + dsec,
         joules=joules, energy=label, energy_source=source,
         cost=cost, currency=costs.currency, cost_electricity=elec, cost_hardware=hw,
-        queue_s=queue_s, model=model, created=time.time())
+        queue_s=queue_s, model=model, created=time.time(),
+        draft_tokens=drafted, accepted_tokens=accepted, acceptance_rate=accepted / drafted if drafted else None,
+        tokens_per_forward=len(decode) / forwards if forwards else None)
 
 
 def _reply_cost(c: CostSettings, *, joules: float | None, seconds: float, measured: bool,
@@ -177,6 +188,9 @@ def format_record(r: ReplyRecord) -> str:
     parts = [f"prompt {r.prompt_tokens} tok ({r.cached_tokens} cached), {tps(r.prefill_tokens_per_s)}",
              f"first token {r.ttft_s * 1000:.0f} ms",
              f"decode {max(r.generated_tokens - 1, 0)} tok, {tps(r.decode_tokens_per_s)}"]
+    if r.draft_tokens:
+        parts.append(f"speculative: {r.accepted_tokens}/{r.draft_tokens} drafts accepted "
+                     f"({r.acceptance_rate:.0%}), {r.tokens_per_forward:.2f} tok/forward")
     if r.joules is not None:
         parts.append(f"{r.joules:.3g} J {r.energy}")
     if r.cost is not None:

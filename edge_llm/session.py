@@ -20,6 +20,7 @@ from .manifest import Manifest, load_manifest
 
 KV_CHUNK = 256   # positions a cache grows by; also its first size
 KV_DTYPES = {"float32": np.float32, "float16": np.float16}
+_KEEP_ONE = np.ones(1, np.int64)   # logits_to_keep as forward() runs it (the graph's default)
 
 
 def physical_cores() -> int:
@@ -180,6 +181,33 @@ class ModelSession:
         for start in range(0, ids.size, self.prefill_chunk):
             self._run(ids[start:start + self.prefill_chunk], cache)
         return cache.logits[0, 0].astype(np.float32, copy=True)
+
+    def forward_all(self, ids, cache: KVCache) -> np.ndarray:
+        """Run `ids` after the cache's valid positions in one call; returns a new float32 array
+        (len(ids), vocab) with every position's logits (speculative decoding checks drafts this way).
+
+        Only for this call, logits_to_keep is bound as an OrtValue (onnxruntime 1.32 takes an
+        overridable initializer through bind_ortvalue_input, not bind_cpu_input) and the logits are
+        left to onnxruntime to allocate (the graph declares one position, so a preallocated
+        (1, k, vocab) buffer is refused); both go back to forward()'s settings afterwards."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if not 0 < ids.size <= self.prefill_chunk:
+            raise ValueError(f"forward_all() takes 1..{self.prefill_chunk} tokens, not {ids.size}")
+        io = self.manifest.io
+        cache.reserve(cache.length + ids.size)
+        b = cache.binding
+        keep = ort.OrtValue.ortvalue_from_numpy(np.array([ids.size], np.int64))   # alive until the run ends
+        b.bind_ortvalue_input(io.logits_to_keep, keep)
+        b.bind_output(io.logits, "cpu")
+        try:
+            self._run(ids, cache)
+            out = b.get_outputs()[-1]          # logits were bound last (KVCache._allocate)
+            if out.shape() != [1, ids.size, self.vocab]:
+                raise RuntimeError(f"forward_all: unexpected logits shape {out.shape()}")
+            return np.array(out.numpy()[0], dtype=np.float32)
+        finally:
+            b.bind_ortvalue_input(io.logits_to_keep, ort.OrtValue.ortvalue_from_numpy(_KEEP_ONE))
+            b.bind_ortvalue_output(io.logits, cache._logits_ort)
 
     def logits_all(self, ids) -> np.ndarray:
         """Logits (T, vocab) for every position of `ids`, from an empty context (perplexity, validation)."""

@@ -1,0 +1,392 @@
+"""Speculative decoding: guess a few tokens cheaply, check them all in one forward of the model, keep
+the longest prefix the model agrees with and one token of the model's own. Decoding reads every
+weight once per forward, so a forward of k+1 rows costs little more than one row where decoding is
+bandwidth-bound; each accepted guess is a token without a weight read.
+
+    last token t, drafts d1..dk ── forward_all([t, d1..dk]) ── logits L0..Lk      (one call)
+    accept d1 if the rule accepts it at L0, d2 at L1, ... stop at the first rejection (a accepted)
+    next token from L_a: the rejection's correction, or a bonus after k acceptances
+    cache.truncate(past t, d1..da)    rows of rejected drafts stay in the buffer past `length`,
+                                      where GroupQueryAttention never reads (it reads < seqlens_k)
+
+Drafters:
+    LookupDrafter  n-gram prompt lookup: the tokens that followed the latest earlier occurrence of
+                   the context's last n tokens (n = 3, 2, 1), in the prompt or the reply so far
+    ModelDrafter   a small model with the same tokenizer (its own session and KV cache), k single steps
+
+The acceptance rule (lossless):
+    greedy    accept d_i iff it is the argmax of L_{i-1} after the reply's logits processors, seen
+              tokens including d_1..d_{i-1}: exactly what plain decoding would pick from those logits
+    sampling  Leviathan et al. / Chen et al. (2023): accept d ~ q with probability min(1, p(d)/q(d)),
+              on rejection draw from max(0, p - q) renormalised, after k acceptances draw from p(L_k).
+              p is the distribution the plain sampler draws from (edge_llm.sampling's temperature,
+              top-k, top-p, min-p), so each token keeps the plain distribution. Lookup drafts are
+              deterministic (q = 1 at d): accept with probability p(d), else draw from p without d.
+    With a seed the output is reproducible, but it is not the token sequence plain sampling gives for
+    that seed (the random numbers are spent differently).
+
+Numerics: the k-row forward runs other kernels than the 1-row decode step (GroupQueryAttention's
+multi-query path, MatMulNBits' M>1 path), so its logits differ from the 1-row ones by rounding; with
+int8 activations (accuracy_level 4) a model with large activation outliers can amplify that to
+~1 logit. Greedy speculation then picks the argmax of slightly different logits at near-ties.
+docs/speculative.md has the measurements.
+
+How long to draft (`DraftPolicy`): from the measured cost of a forward by rows fed (relative to one
+row) and the recent acceptance rate (per n-gram length for lookup), the draft length with the most
+expected tokens per second; none when no length beats plain decoding (drafting switches itself off
+and tries again later, as the acceptance estimate drifts back towards its prior).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from .errors import PackageError
+from .logits import apply_processors
+from .sampling import SamplingParams, _filtered_probs
+
+MAX_DRAFT = 10          # draft tokens checked per forward at most
+NGRAM_MAX = 3           # longest n-gram looked up
+
+
+# --------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Speculation:
+    """What `--speculate` asked for: "off", "lookup" (n-gram prompt lookup) or "draft" (a draft
+    package). "auto" resolves to lookup: the policy turns drafting off by itself where it does not pay."""
+    mode: str = "lookup"
+    draft: Path | None = None
+    max_draft: int = MAX_DRAFT
+
+    def __post_init__(self):
+        if self.mode not in ("off", "lookup", "draft"):
+            raise ValueError(f"speculation mode '{self.mode}' is not one of off, lookup, draft")
+        if (self.mode == "draft") != (self.draft is not None):
+            raise ValueError("a draft package goes with mode 'draft' only")
+        if self.max_draft < 1:
+            raise ValueError(f"max_draft must be >= 1, not {self.max_draft}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+def parse_speculate(text: str | None) -> Speculation:
+    """`auto` | `off` | `lookup` | `draft:PACKAGE_DIR` (None = auto)."""
+    text = (text or "auto").strip()
+    if text in ("auto", "lookup"):
+        return Speculation("lookup")
+    if text == "off":
+        return Speculation("off")
+    if text.startswith("draft:") and text[len("draft:"):]:
+        return Speculation("draft", Path(text[len("draft:"):]))
+    raise ValueError(f"'{text}' is not auto, off, lookup or draft:PACKAGE_DIR")
+
+
+# ------------------------------------------------------------------------------------- draft policy
+class DraftPolicy:
+    """Chooses how many draft tokens to check, from measured forward costs and acceptance so far.
+
+    Cost: seconds of a target forward of r rows is modelled as t1 * (1 + slope * (r - 1)), t1 an
+    average of one-row forwards, slope an average of what multi-row forwards showed (starting from
+    `slope_prior`). Acceptance: per drafter key (the n-gram length, or "model"), the probability that
+    a draft token is accepted given the ones before it were, counted over recent drafts. Expected
+    tokens for d drafts at acceptance a: 1 + a + ... + a^d; d is chosen to maximise expected tokens
+    over expected time, and is 0 unless that beats plain decoding by `margin`. While nothing is
+    drafted for a key its estimate drifts back towards `alpha_prior`, so drafting is tried again.
+    """
+
+    def __init__(self, *, max_draft: int = MAX_DRAFT, slope_prior: float = 0.2, alpha_prior: float = 0.5,
+                 margin: float = 0.03, decay: float = 0.9, relax: float = 0.02):
+        self.max_draft, self.margin, self.decay, self.relax = max_draft, margin, decay, relax
+        self.alpha_prior = alpha_prior
+        self.t1: float | None = None           # seconds of a one-row target forward (EMA)
+        self.slope, self.slope_w = slope_prior, 2.0
+        self.draft_cost = 0.0                  # seconds of a draft-model step relative to t1 (EMA)
+        self.acc: dict = {}                    # key -> [accepted, trials] (decayed counts)
+
+    def alpha(self, key) -> float:
+        a, n = self.acc.get(key, (0.0, 0.0))
+        w = 2.0                                # prior weight, in draft tokens
+        return (a + w * self.alpha_prior) / (n + w)
+
+    def expected_rate(self, d: int, alpha: float) -> float:
+        tokens = d + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (d + 1)) / (1.0 - alpha)
+        return tokens / (1.0 + self.slope * d + self.draft_cost * d)
+
+    def length(self, available: int, key) -> int:
+        """How many of `available` draft tokens to check (0: decode one token plainly)."""
+        if available <= 0 or self.t1 is None:          # the first step measures the one-row cost
+            return 0
+        alpha = self.alpha(key)
+        best, best_rate = 0, 1.0 + self.margin
+        for d in range(1, min(available, self.max_draft) + 1):
+            rate = self.expected_rate(d, alpha)
+            if rate > best_rate:
+                best, best_rate = d, rate
+        if best == 0:                                  # not drafting: drift back towards the prior
+            a, n = self.acc.get(key, (0.0, 0.0))
+            self.acc[key] = [a + self.relax * (self.alpha_prior * n - a), n]
+        return best
+
+    def forward(self, rows: int, seconds: float) -> None:
+        """A target forward of `rows` rows took `seconds`."""
+        if rows == 1:
+            self.t1 = seconds if self.t1 is None else 0.8 * self.t1 + 0.2 * seconds
+        elif self.t1:
+            obs = max(0.0, (seconds / self.t1 - 1.0) / (rows - 1))
+            self.slope = (self.slope * self.slope_w + obs) / (self.slope_w + 1.0)
+            self.slope_w = min(self.slope_w + 1.0, 8.0)     # an average over the last ~8 forwards
+
+    def draft_step(self, seconds: float) -> None:
+        """A draft-model step took `seconds` (its cost counts against drafting)."""
+        if self.t1:
+            self.draft_cost = 0.8 * self.draft_cost + 0.2 * seconds / self.t1 if self.draft_cost else seconds / self.t1
+
+    def accepted(self, key, drafted: int, accepted: int) -> None:
+        a, n = self.acc.get(key, (0.0, 0.0))
+        trials = accepted + (1 if accepted < drafted else 0)
+        self.acc[key] = [a * self.decay + accepted, n * self.decay + trials]
+
+
+# ------------------------------------------------------------------------------------------ drafters
+class Draft(NamedTuple):
+    tokens: list[int]
+    q: list[tuple[np.ndarray, np.ndarray]] | None   # per token (candidate ids, probs); None: deterministic
+    key: object                                       # acceptance statistics bucket
+
+
+class LookupDrafter:
+    """n-gram prompt lookup over the whole context (prompt and reply). Keeps, for n = 1..NGRAM_MAX, the
+    latest position that followed each n-gram; the draft is what followed the longest n-gram that
+    ends the context. The index grows with the context (amortised O(NGRAM_MAX) per token)."""
+
+    def __init__(self, *, ngram_max: int = NGRAM_MAX):
+        self.ngram_max = ngram_max
+        self.index: list[dict[tuple, int]] = [dict() for _ in range(ngram_max + 1)]
+        self.indexed = 0          # positions i whose preceding n-grams are in the index
+
+    def _extend(self, ctx: Sequence[int]) -> None:
+        # position i is "what followed" the n-grams ending at i-1; the last position has no follower
+        for i in range(max(self.indexed, 1), len(ctx)):
+            for n in range(1, min(self.ngram_max, i) + 1):
+                self.index[n][tuple(ctx[i - n:i])] = i
+        self.indexed = max(self.indexed, len(ctx))
+
+    def available(self, ctx: Sequence[int], limit: int) -> tuple[list[int], int]:
+        """(continuation of the longest matching n-gram, up to `limit` tokens; n), or ([], 0)."""
+        self._extend(ctx)
+        for n in range(min(self.ngram_max, len(ctx) - 1), 0, -1):
+            j = self.index[n].get(tuple(ctx[len(ctx) - n:]))
+            if j is not None:
+                return list(ctx[j:j + limit]), n
+        return [], 0
+
+    def propose(self, ctx: Sequence[int], policy: DraftPolicy, limit: int) -> Draft:
+        tokens, n = self.available(ctx, min(limit, policy.max_draft))
+        d = policy.length(len(tokens), ("ngram", n))
+        return Draft(tokens[:d], None, ("ngram", n))
+
+
+class ModelDrafter:
+    """A small model with the same tokenizer drafts k tokens one step at a time on its own KV cache,
+    which follows the target's context (rolled back to the common prefix before each draft)."""
+
+    def __init__(self, session, max_len: int, *, pick: Callable):
+        self.session = session
+        self.cache = session.new_cache(max_len)
+        self.fed: list[int] = []          # ids whose KV is in self.cache, in order
+        self.pick = pick                  # (logits, history) -> (token, q or None)
+
+    def propose(self, ctx: Sequence[int], policy: DraftPolicy, limit: int) -> Draft:
+        d = policy.length(min(limit, self.cache.max_len - len(ctx)), "model")
+        if d <= 0:
+            return Draft([], None, "model")
+        n = 0
+        for a, b in zip(self.fed, ctx):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(ctx) - 1)          # feed at least one token to get logits for the next one
+        self.cache.truncate(n)
+        t0 = time.perf_counter()
+        logits = self.session.forward(np.asarray(ctx[n:], np.int64), self.cache)
+        policy.draft_step(time.perf_counter() - t0)
+        self.fed = list(ctx)
+        tokens, qs, history = [], [], list(ctx)
+        for i in range(d):
+            token, q = self.pick(logits, history)
+            tokens.append(token)
+            qs.append(q)
+            history.append(token)
+            if i < d - 1:
+                t0 = time.perf_counter()
+                logits = self.session.forward(np.array([token], np.int64), self.cache)
+                policy.draft_step(time.perf_counter() - t0)
+                self.fed.append(token)
+        return Draft(tokens, qs if qs[0] is not None else None, "model")
+
+
+def load_draft_session(draft_dir, target_session, *, threads: int | None = None):
+    """The draft package's session; refused unless it shares the target's tokenizer."""
+    from .session import ModelSession
+    draft = ModelSession(Path(draft_dir), threads=threads or target_session.threads)
+    mine, theirs = target_session.manifest, draft.manifest
+    same = (mine.model.vocab_size == theirs.model.vocab_size and mine.tokenizer.backend == theirs.tokenizer.backend
+            and mine.files["tokenizer"].sha256 == theirs.files["tokenizer"].sha256)
+    if not same:
+        raise PackageError(f"{theirs.path}: the draft model's tokenizer differs from {mine.path.name}'s; "
+                           f"a draft model must use the same tokenizer and vocabulary")
+    return draft
+
+
+# ---------------------------------------------------------------------------------------- acceptance
+def target_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """The plain sampler's distribution over the vocabulary (dense), for temperature > 0."""
+    cand, probs = _filtered_probs(logits, params)
+    p = np.zeros(logits.shape[0], np.float64)
+    p[cand] = probs
+    return p
+
+
+def accept_greedy(rows: np.ndarray, drafts: Sequence[int], seen: list[int], processors) -> tuple[int, int]:
+    """(accepted drafts, next token) for greedy decoding; rows[i] are the logits after drafts[:i]."""
+    history = list(seen)
+    for i, d in enumerate(drafts):
+        pick = int(np.argmax(apply_processors(processors, history, rows[i])))
+        if pick != d:
+            return i, pick
+        history.append(d)
+    return len(drafts), int(np.argmax(apply_processors(processors, history, rows[len(drafts)])))
+
+
+def accept_sampled(rows: np.ndarray, drafts: Sequence[int], q, seen: list[int], processors,
+                   params: SamplingParams, rng: np.random.Generator) -> tuple[int, int]:
+    """(accepted drafts, next token) by the speculative-sampling rule. `q[i]` is the draft's
+    (candidates, probs) for drafts[i], or q is None for deterministic drafts."""
+    history = list(seen)
+    for i, d in enumerate(drafts):
+        p = target_probs(apply_processors(processors, history, rows[i]), params)
+        if q is None:
+            qd = np.zeros_like(p)
+            qd[d] = 1.0
+        else:
+            qd = np.zeros_like(p)
+            qd[q[i][0]] = q[i][1]
+        if qd[d] > 0 and rng.random() * qd[d] < p[d]:          # accept with probability min(1, p/q)
+            history.append(d)
+            continue
+        resid = np.maximum(p - qd, 0.0)
+        total = resid.sum()
+        if total <= 0.0:                                        # p == q: any residual draw is from p
+            resid, total = p, p.sum()
+        return i, int(rng.choice(resid.size, p=resid / total))
+    p = target_probs(apply_processors(processors, history, rows[len(drafts)]), params)
+    return len(drafts), int(rng.choice(p.size, p=p))
+
+
+# ------------------------------------------------------------------------------------------- decoding
+class Step(NamedTuple):
+    """One generated token as the generator sees it: the model time and energy behind it (a forward
+    that produced several tokens is split evenly among them), and speculation counts on the first
+    token of each forward (`forwards` = 1 there, 0 on the others)."""
+    token: int
+    seconds: float
+    joules: float | None
+    drafted: int = 0
+    accepted: int = 0
+    forwards: int = 1
+
+
+def _draft_picker(params: SamplingParams, processors, rng):
+    """(logits, history) -> (token, q): the draft model's argmax, or a draw from its own filtered
+    distribution q (same temperature, top-k, top-p, min-p) for the sampling rule."""
+    def pick(logits, history):
+        z = apply_processors(processors, history, logits)
+        if params.temperature == 0:
+            return int(np.argmax(z)), None
+        cand, probs = _filtered_probs(z, params)
+        return int(cand[rng.choice(len(cand), p=probs)]), (cand, probs)
+    return pick
+
+
+class Speculator:
+    """Speculation for one model: the settings, the draft model's session (loaded once) and the draft
+    policy, whose cost measurements carry over between replies (acceptance restarts per reply)."""
+
+    def __init__(self, spec: Speculation, session, *, draft_session=None, threads: int | None = None):
+        self.spec = spec
+        self.policy = DraftPolicy(max_draft=spec.max_draft)
+        self.draft_session = draft_session
+        if spec.mode == "draft" and draft_session is None:
+            self.draft_session = load_draft_session(spec.draft, session, threads=threads)
+
+    def steps(self, session, cache, logits, energy, t0: float, *, sample, params: SamplingParams, processors,
+              seen: list[int], meter, budget: int) -> Iterator[Step]:
+        self.policy.acc.clear()
+        rng = np.random.default_rng(None if params.seed is None else [params.seed, 0x5EC])
+        if self.spec.mode == "draft":
+            ds = self.draft_session
+            drafter = ModelDrafter(ds, min(cache.max_len, ds.context_length), pick=_draft_picker(params, processors, rng))
+        else:
+            drafter = LookupDrafter()
+        return speculative_steps(session, cache, logits, energy, t0, sample=sample, params=params,
+                                 processors=processors, seen=seen, meter=meter, budget=budget,
+                                 drafter=drafter, policy=self.policy, rng=rng)
+
+
+def speculative_steps(session, cache, logits: np.ndarray, energy, t0: float, *, sample, params: SamplingParams,
+                      processors, seen: list[int], meter, budget: int, drafter, policy: DraftPolicy,
+                      rng: np.random.Generator) -> Iterator[Step]:
+    """Tokens after a prefill whose last logits are `logits`, as `Step`s, drafting and checking
+    several per forward. Appends each token to `seen` before yielding it. When the caller stops, the
+    cache holds every yielded token but the last (as plain decoding leaves it). `budget`: tokens the
+    caller may take (no drafting past it). `rng` draws the acceptance tests and corrections."""
+    greedy = params.temperature == 0
+    valid = cache.length                      # what the cache must hold if the caller stops now
+    try:
+        token = sample(apply_processors(processors, seen, logits))
+        seen.append(token)
+        emitted = 1
+        yield Step(token, time.perf_counter() - t0, None if energy is None else energy.joules)
+        while True:
+            t0 = time.perf_counter()
+            base = cache.length
+            room = min(budget - emitted, cache.max_len - base - 1)
+            draft = drafter.propose(seen, policy, room) if room > 0 else Draft([], None, None)
+            if not draft.tokens:                                   # plain decoding: one row
+                t1 = time.perf_counter()
+                logits, energy = meter.run(session.forward, np.array([token], np.int64), cache)
+                policy.forward(1, time.perf_counter() - t1)
+                valid = cache.length
+                token = sample(apply_processors(processors, seen, logits))
+                seen.append(token)
+                emitted += 1
+                yield Step(token, time.perf_counter() - t0, None if energy is None else energy.joules)
+                continue
+            d = len(draft.tokens)
+            t1 = time.perf_counter()
+            rows, energy = meter.run(session.forward_all, np.array([token] + draft.tokens, np.int64), cache)
+            policy.forward(d + 1, time.perf_counter() - t1)
+            if greedy:
+                a, nxt = accept_greedy(rows, draft.tokens, seen, processors)
+            else:
+                a, nxt = accept_sampled(rows, draft.tokens, draft.q, seen, processors, params, rng)
+            policy.accepted(draft.key, d, a)
+            cache.truncate(base + 1 + a)                           # roll back the rejected drafts
+            out = draft.tokens[:a] + [nxt]
+            seconds = (time.perf_counter() - t0) / len(out)
+            joules = None if energy is None else energy.joules / len(out)
+            for j, tok in enumerate(out):
+                valid = base + 1 + j
+                seen.append(tok)
+                emitted += 1
+                yield Step(tok, seconds, joules, d if j == 0 else 0, a if j == 0 else 0, 1 if j == 0 else 0)
+            token = nxt
+    finally:
+        if cache.length > valid:
+            cache.truncate(valid)
