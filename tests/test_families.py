@@ -267,3 +267,10 @@ def test_arm_target_refuses_blocks_over_128_in_the_api():
     with pytest.raises(ExportError, match="at most 128"):
         make_recipe(target="arm", block_size=256)
     assert make_recipe(target="arm", block_size=64).block_size == 64
+
+
+def test_python_api_loads_the_bundled_model():
+    import edge_llm
+    model = edge_llm.load(threads=1)
+    assert model.manifest.model.vocab_size == 8192
+    assert model.generate("In the beginning", max_new_tokens=3)
