@@ -602,3 +602,59 @@ def test_validator_logits_tolerance(monkeypatch, precision, kv_dtype, error, rai
     shapes = SimpleNamespace(logits_all=lambda ids: ref[:1])
     with pytest.raises(LogitsMismatchError, match=r"logits shape \(1, 3\), reference \(2, 3\)"):
         check_logits(shapes, None, None, ids=[1, 2], precision=precision, kv_dtype=kv_dtype)
+
+
+# ---- quantizer: the layout's dtypes, range edges, chunking, defaults ------------------------------
+
+def test_quant_dtypes_and_defaults():
+    from edge_llm.export.quant import dequantize_int4, quantize_int4, unpack_nibbles
+    w = np.random.default_rng(5).standard_normal((4, 64)).astype(np.float32)
+    q = quantize_int4(w)                                   # default: symmetric, block 32
+    assert q.block_size == 32 and q.codes.shape == (4, 2, 16) and q.zero_points is None
+    assert q.codes.dtype == np.uint8 and q.scales.dtype == np.float32 and unpack_nibbles(q.codes).dtype == np.uint8
+    assert dequantize_int4(q).dtype == np.float32
+    a = quantize_int4(w, block_size=64, symmetric=False)
+    assert a.zero_points.dtype == np.uint8 and dequantize_int4(a).dtype == np.float32
+
+
+@pytest.mark.parametrize("values, scale, zp", [
+    ([0.5, 1.0, 3.0], 0.2, 0),          # all positive: the range still starts at 0 (zeros stay exact)
+    ([-3.0, -1.0, -0.5], 0.2, 15),      # all negative: the range still ends at 0
+])
+def test_asymmetric_range_always_contains_zero(values, scale, zp):
+    from edge_llm.export.quant import dequantize_int4, quantize_int4, unpack_nibbles
+    w = np.array([values + [values[1]] * 13], np.float32)
+    q = quantize_int4(w, block_size=16, symmetric=False)
+    assert q.scales[0, 0] == pytest.approx(scale) and unpack_nibbles(q.zero_points)[0, 0] == zp
+    w0 = w.copy()
+    w0[0, 1] = 0.0
+    assert dequantize_int4(quantize_int4(w0, block_size=16, symmetric=False))[0, 1] == 0.0
+
+
+def test_symmetric_scale_of_exactly_one():
+    from edge_llm.export.quant import dequantize_int4, quantize_int4
+    w = np.array([[-8.0, 1.0, 2.0, -3.0, 7.0] + [0.0] * 11], np.float32)       # extreme -8: scale exactly 1
+    q = quantize_int4(w, block_size=16)
+    assert q.scales[0, 0] == 1.0
+    np.testing.assert_array_equal(dequantize_int4(q), w)
+
+
+def test_symmetric_clip_search_pays_on_heavy_tails():
+    from edge_llm.export.quant import dequantize_int4, quantize_int4
+    w = np.random.default_rng(1).standard_t(3, (64, 256)).astype(np.float32)
+    plain = np.square(dequantize_int4(quantize_int4(w, block_size=64)) - w).sum()
+    clip = np.square(dequantize_int4(quantize_int4(w, block_size=64, clip_search=True)) - w).sum()
+    assert clip < 0.95 * plain
+
+
+def test_quantize_in_row_chunks_equals_one_chunk(monkeypatch):
+    from edge_llm.export import quant
+    w = np.random.default_rng(2).standard_normal((10, 64)).astype(np.float32)
+    whole = quant.quantize_int4(w, block_size=32, symmetric=False, clip_search=True)
+    calls = []
+    real = quant._blocks
+    monkeypatch.setattr(quant, "_blocks", lambda x, bs: calls.append(len(x)) or real(x, bs))
+    parts = quant.quantize_int4(w, block_size=32, symmetric=False, clip_search=True, chunk_rows=3)
+    assert calls == [3, 3, 3, 1]                                              # each row once, in chunks
+    for a, b in ((whole.codes, parts.codes), (whole.scales, parts.scales), (whole.zero_points, parts.zero_points)):
+        np.testing.assert_array_equal(a, b)
