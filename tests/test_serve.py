@@ -95,6 +95,23 @@ def test_concurrent_requests_each_get_the_lone_text(server, client):
     assert got == {(q, st): expected[q] for q in QUESTIONS for st in (False, True)}
 
 
+def test_stop_seed_and_logit_bias_reach_the_generator(server, client):
+    plain = client.chat.completions.create(model="tiny", messages=_messages(QUESTIONS[0]), max_tokens=40, **GREEDY)
+    text = plain.choices[0].message.content
+    word = text.split()[3]
+    cut = client.chat.completions.create(model="tiny", messages=_messages(QUESTIONS[0]), max_tokens=40, stop=[word],
+                                         **GREEDY)
+    assert cut.choices[0].finish_reason == "stop" and cut.choices[0].message.content == text[:text.index(word)]
+    first = server.model.tokenizer.encode(text, bos=False)[0]
+    biased = client.chat.completions.create(model="tiny", messages=_messages(QUESTIONS[0]), max_tokens=40,
+                                            logit_bias={str(first): -100}, **GREEDY)
+    assert biased.choices[0].message.content != text
+    sampled = [client.chat.completions.create(model="tiny", messages=_messages(QUESTIONS[3]), max_tokens=30,
+                                              temperature=1.0, seed=7, extra_body={"cache_prompt": False})
+               .choices[0].message.content for _ in range(2)]
+    assert sampled[0] == sampled[1]
+
+
 def test_resent_history_prefills_only_the_new_turn(server, client):
     history = _messages("Tell me about the lantern.")
     r1 = client.chat.completions.create(model="tiny", messages=history, max_tokens=30, **GREEDY)
