@@ -270,6 +270,9 @@ def test_host_header_is_checked_on_loopback():
     with ServerThread(allowed_hosts=["127.0.0.1", "localhost"]) as s:
         assert httpx.get(s.url + "/health").status_code == 200
         assert httpx.get(s.url + "/health", headers={"Host": "evil.example:8080"}).status_code == 400
+        assert httpx.get(s.url + "/health", headers={"Host": "localhost:1234"}).status_code == 200
+    from edge_llm.serve.app import host_name
+    assert [host_name(h) for h in ("[::1]:8080", "[::1]", "a.b:1", "a.b", "::1")] == ["::1", "::1", "a.b", "a.b", "::1"]
 
 
 # ------------------------------------------------------------------------------------------- queue, disconnects

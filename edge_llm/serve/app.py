@@ -17,7 +17,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -193,7 +192,7 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
     middleware = [Middleware(CountRequests, engine=engine, paths={r.path for r in routes})]
     if allowed_hosts:
         # a page on another site cannot reach a loopback server through DNS rebinding
-        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+        middleware.insert(0, Middleware(HostCheck, allowed=set(allowed_hosts)))
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={P.ApiError: api_error, HTTPException: http_error, Exception: server_error})
 
@@ -266,3 +265,25 @@ class CountRequests:
             await self.app(scope, receive, send_status)
         finally:
             self.engine.metrics.requests.inc(1, endpoint, str(status["code"]))
+
+
+def host_name(host_header: str) -> str:
+    """'example.org:8080' → 'example.org', '[::1]:8080' → '::1'."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+class HostCheck:
+    """Answers 400 to any request whose Host header is not one of `allowed` (names without ports)."""
+
+    def __init__(self, app, *, allowed: set[str]):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(host).lower() not in self.allowed:
+                err = P.ApiError(f"this server answers only to {', '.join(sorted(self.allowed))} (Host: {host!r})")
+                return await JSONResponse(err.body(), status_code=400)(scope, receive, send)
+        return await self.app(scope, receive, send)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
 
 
 def is_loopback(host: str) -> bool:
