@@ -3,6 +3,8 @@ token comes out, at which position, with which text, timing, energy and finish r
 model step runs after the caller stops. No package needed, so these run on a fresh clone."""
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -156,3 +158,86 @@ def test_stop_matcher_flush_releases_the_held_tail():
     m = StopMatcher(["END"])
     assert m.feed("abcEN") == ("abc", False)
     assert m.flush() == "EN" and m.flush() == ""
+
+
+def test_last_token_text_is_kept_at_the_length_and_context_limits(clock):
+    records, _, _ = _run([3, 4, 5], clock, max_new_tokens=2)
+    assert [r.text for r in records] == ["d", "e"]
+    records, _, _ = _run([3, 4, 5, 6], clock, max_len=5)
+    assert [r.text for r in records] == ["d", "e", "f"]
+
+
+def test_plain_steps_count_one_forward_each(clock):
+    records, _, _ = _run([3, 4, EOS], clock)
+    assert [(r.drafted, r.accepted, r.forwards) for r in records] == [(0, 0, 1)] * 3
+
+
+def test_prompt_already_in_the_cache(clock):
+    """The server passes the prompt's last logits instead of ids: no prefill step, no energy for it."""
+    session = FakeSession([4, EOS], clock)
+    session.calls = 1                                        # the prompt's forward happened elsewhere
+    session.script = [3, 4, EOS]
+    cache = SimpleNamespace(length=7, max_len=64)
+    logits = np.ones(VOCAB, np.float32)
+    logits[3] = 5.0
+    records = list(generate_tokens(session, TOKENIZER, cache, [], logits=logits, meter=FakeMeter(), log=False))
+    assert [r.token_id for r in records] == [3, 4, EOS]
+    assert records[0].joules is None and records[1].joules == 0.25
+    assert [r.position for r in records] == [7, 8, 9] and records[0].prompt_tokens == 0
+    assert logits[3] == 5.0                                  # the caller's array is not modified
+    with pytest.raises(ValueError, match="^pass either new_ids to prefill or the logits of a prompt already in "
+                                         "the cache$"):
+        next(generate_tokens(session, TOKENIZER, cache, [1], logits=logits, meter=FakeMeter(), log=False))
+
+
+def test_penalties_and_bias_reach_the_sampler(clock):
+    # scripted id logit 5, others 1: frequency 2 per earlier occurrence in the REPLY (not the prompt)
+    records, _, _ = _run([3, 3, 3], clock, prompt=(3,), params=SamplingParams(frequency_penalty=2.0),
+                         max_new_tokens=3)
+    assert [r.token_id for r in records] == [3, 3, 0]        # 5, 5-2, 5-4 = 1 ties with id 0
+    records, _, _ = _run([3, 3, 3], clock, prompt=(5,), params=SamplingParams(presence_penalty=2.0),
+                         max_new_tokens=3)
+    assert [r.token_id for r in records] == [3, 3, 3]        # presence counts once: 5 - 2 = 3 > 1
+    records, _, _ = _run([3, 3], clock, params=SamplingParams(logit_bias={3: -100.0}), max_new_tokens=2)
+    assert 3 not in [r.token_id for r in records]
+
+
+def test_the_speculator_gets_the_generators_state(clock):
+    from edge_llm.speculative import Step
+    got = {}
+
+    class FakeSpeculator:
+        def steps(self, session, cache, logits, energy, t0, **kw):
+            got.update(session=session, cache=cache, logits=logits.copy(), energy=energy, t0=t0, **kw)
+            yield Step(3, 0.5, 1.0, drafted=4, accepted=2, forwards=1)
+            yield Step(EOS, 0.0, 0.0, drafted=0, accepted=0, forwards=0)
+
+    session = FakeSession([6], clock)
+    cache = SimpleNamespace(length=0, max_len=64)
+    meter, params = FakeMeter(), SamplingParams(repetition_penalty=1.5)
+    records = list(generate_tokens(session, TOKENIZER, cache, [5, 7], params=params, meter=meter, log=False,
+                                   history=[1], max_new_tokens=9, speculator=FakeSpeculator()))
+    assert [(r.token_id, r.drafted, r.accepted, r.forwards) for r in records] == [(3, 4, 2, 1), (EOS, 0, 0, 0)]
+    assert got["session"] is session and got["cache"] is cache and got["meter"] is meter and got["params"] is params
+    assert int(np.argmax(got["logits"])) == 6 and got["energy"].joules == 0.25 and got["t0"] == 100.0
+    assert got["seen"] == [1, 5, 7] and got["budget"] == 9 and callable(got["sample"])
+    assert len(got["processors"]) == 1                        # the repetition penalty
+
+
+def test_every_reply_is_logged_with_its_counts(clock, caplog):
+    assert inspect.signature(generate_tokens).parameters["max_new_tokens"].default == 256
+    session = FakeSession([3, 4, EOS], clock)
+    session.manifest = SimpleNamespace(path=Path("/packages/tiny-int4"))
+    cache = SimpleNamespace(length=4, max_len=64)
+    with caplog.at_level("INFO", logger="edge_llm.replies"):
+        stream = generate_tokens(session, TOKENIZER, cache, [5, 6], meter=FakeMeter())     # log defaults to on
+        next(stream)
+        stream.close()                                          # stopped early: still logged
+    (rec,) = [r.reply for r in caplog.records if r.name == "edge_llm.replies"]
+    assert (rec.model, rec.prompt_tokens, rec.cached_tokens, rec.generated_tokens) == ("tiny-int4", 6, 4, 1)
+
+
+def test_stop_matcher_cuts_at_the_first_stop_and_starts_clean():
+    m = StopMatcher(["X"])
+    assert m.feed("aXbXc") == ("a", True)
+    assert m.flush() == "" and m.feed("de") == ("de", False)
