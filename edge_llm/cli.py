@@ -213,14 +213,31 @@ def _sampling_options(f):
                      help="KV cache length (default: the model's)."),
         click.option("--stats", is_flag=True, help="After each reply print tokens, tokens/s, TTFT, energy, cost (stderr)."),
         metrics_log_option(),   # --metrics-log FILE.jsonl (edge_llm/serve/cli.py)
+        _speculate_option(),
     ]):
         f = opt(f)
     return f
 
 
+def _speculate_option():
+    """--speculate auto|off|lookup|draft:PACKAGE (edge_llm.speculative); _load reads it from the context."""
+    def check(ctx, param, value):
+        from .speculative import parse_speculate
+        try:
+            parse_speculate(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from e
+        ctx.meta["edge_llm.speculate"] = value
+    return click.option("--speculate", default="auto", show_default=True, callback=check, expose_value=False,
+                        metavar="auto|off|lookup|draft:PACKAGE",
+                        help="Speculative decoding: n-gram prompt lookup or a same-tokenizer draft model; "
+                             "'auto' drafts only while it measures faster (docs/speculative.md).")
+
+
 def _load(package_dir, threads, context_length):
     from .api import Model
-    return Model.load(package_dir or BUNDLED, threads=threads, context_length=context_length)
+    speculate = click.get_current_context().meta.get("edge_llm.speculate")
+    return Model.load(package_dir or BUNDLED, threads=threads, context_length=context_length, speculate=speculate)
 
 
 def _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed):

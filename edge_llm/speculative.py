@@ -325,18 +325,20 @@ class Speculator:
         if spec.mode == "draft" and draft_session is None:
             self.draft_session = load_draft_session(spec.draft, session, threads=threads)
 
+    def make_drafter(self, cache, params: SamplingParams, processors, rng):
+        """A drafter for one reply (tests substitute their own)."""
+        if self.spec.mode == "draft":
+            ds = self.draft_session
+            return ModelDrafter(ds, min(cache.max_len, ds.context_length), pick=_draft_picker(params, processors, rng))
+        return LookupDrafter()
+
     def steps(self, session, cache, logits, energy, t0: float, *, sample, params: SamplingParams, processors,
               seen: list[int], meter, budget: int) -> Iterator[Step]:
         self.policy.acc.clear()
         rng = np.random.default_rng(None if params.seed is None else [params.seed, 0x5EC])
-        if self.spec.mode == "draft":
-            ds = self.draft_session
-            drafter = ModelDrafter(ds, min(cache.max_len, ds.context_length), pick=_draft_picker(params, processors, rng))
-        else:
-            drafter = LookupDrafter()
         return speculative_steps(session, cache, logits, energy, t0, sample=sample, params=params,
                                  processors=processors, seen=seen, meter=meter, budget=budget,
-                                 drafter=drafter, policy=self.policy, rng=rng)
+                                 drafter=self.make_drafter(cache, params, processors, rng), policy=self.policy, rng=rng)
 
 
 def speculative_steps(session, cache, logits: np.ndarray, energy, t0: float, *, sample, params: SamplingParams,
