@@ -195,9 +195,9 @@ def test_penalties_and_bias_reach_the_sampler(clock):
     records, _, _ = _run([3, 3, 3], clock, prompt=(3,), params=SamplingParams(frequency_penalty=2.0),
                          max_new_tokens=3)
     assert [r.token_id for r in records] == [3, 3, 0]        # 5, 5-2, 5-4 = 1 ties with id 0
-    records, _, _ = _run([3, 3, 3], clock, prompt=(5,), params=SamplingParams(presence_penalty=2.0),
-                         max_new_tokens=3)
-    assert [r.token_id for r in records] == [3, 3, 3]        # presence counts once: 5 - 2 = 3 > 1
+    presence = SamplingParams(presence_penalty=2.0, logit_bias={3: -2.5})     # 3 starts at 2.5 > 1
+    records, _, _ = _run([3, 3, 3], clock, prompt=(5,), params=presence, max_new_tokens=3)
+    assert [r.token_id for r in records] == [3, 0, 1]        # seen once: 2.5 - 2 = 0.5 < 1; then 0 is penalised too
     records, _, _ = _run([3, 3], clock, params=SamplingParams(logit_bias={3: -100.0}), max_new_tokens=2)
     assert 3 not in [r.token_id for r in records]
 
@@ -241,3 +241,22 @@ def test_stop_matcher_cuts_at_the_first_stop_and_starts_clean():
     m = StopMatcher(["X"])
     assert m.feed("aXbXc") == ("a", True)
     assert m.flush() == "" and m.feed("de") == ("de", False)
+
+
+def test_reply_that_fails_before_its_first_token_is_still_logged(clock, caplog):
+    class Broken(FakeSession):
+        def forward(self, ids, cache):
+            raise RuntimeError("onnxruntime failed")
+
+    session = Broken([3], clock)                                # no manifest: the model name is ""
+    cache = SimpleNamespace(length=4, max_len=64)
+    with caplog.at_level("INFO", logger="edge_llm.replies"):
+        with pytest.raises(RuntimeError, match="onnxruntime failed"):
+            next(generate_tokens(session, TOKENIZER, cache, [5, 6, 7], meter=FakeMeter()))
+    (rec,) = [r.reply for r in caplog.records if r.name == "edge_llm.replies"]
+    assert (rec.model, rec.prompt_tokens, rec.cached_tokens, rec.generated_tokens) == ("", 7, 4, 0)
+
+
+def test_default_length_limit_is_256_tokens(clock):
+    records, _, _ = _run([3] * 300, clock, max_len=4096)
+    assert len(records) == 256 and records[-1].finish_reason == "length"

@@ -189,12 +189,20 @@ def write_report(results: list[dict]) -> None:
            "A mutant is one small change to the code (an operator, a constant, a removed argument, a string). "
            "*Killed*: some test failed. Every surviving mutant is listed with a judgement: either a test now "
            "kills it (it was user-noticeable), or why no user could notice it.", "",
-           "| module | tests | mutants | killed | survived | wall s |", "|---|---|---:|---:|---:|---:|"]
+           "*First run*: survivors before the tests written from that run's survivors (kept in "
+           "`scratch/mutation/first-run/` when a module is rerun).", "",
+           "| module | tests | mutants | killed | survived | first run: survived / mutants | wall s |",
+           "|---|---|---:|---:|---:|---:|---:|"]
     for r in results:
         n = len(r["status"])
         killed = sum(v == "killed" for v in r["status"].values())
         tests = ", ".join(Path(x).name for x in r["tests"])
-        out.append(f"| {r['path']} | {tests} | {n} | {killed} | {n - killed} | {r['wall_seconds']} |")
+        first = SCRATCH / "first-run" / f"{r['target']}.json"
+        before = "—"
+        if first.is_file():
+            f = json.loads(first.read_text())
+            before = f"{len(f['survivors'])} / {len(f['status'])}"
+        out.append(f"| {r['path']} | {tests} | {n} | {killed} | {n - killed} | {before} | {r['wall_seconds']} |")
     probes = json.loads((SCRATCH / "probes.json").read_text()) if (SCRATCH / "probes.json").is_file() else []
     if probes:
         out += ["", "## Hand probes: the breakages the issue's first probe found unguarded", "",
