@@ -224,6 +224,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--reuse", default=None, help="take the measured replies from this earlier --json; add costs and models")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
     a = ap.parse_args()
@@ -235,7 +236,12 @@ def main() -> None:
     if a.limit:
         for s in sets:
             SETS[s] = SETS[s][:a.limit]
-    rows = run_prompts(model, speculator, sets, rounds=a.rounds, max_new=a.max_new_tokens)
+    if a.reuse:
+        old = json.loads(Path(a.reuse).read_text(encoding="utf-8"))
+        rows, load_before = old["prompts"], old["load_before"]
+        a.rounds, a.max_new_tokens = old["rounds"], old["max_new_tokens"]
+    else:
+        rows = run_prompts(model, speculator, sets, rounds=a.rounds, max_new=a.max_new_tokens)
     depth = int(statistics.median(r["prompt_tokens"] for r in rows)) + a.max_new_tokens // 2
     costs = {Path(a.package).name: forward_costs(model.session, depth=depth)}
     for pkg in a.cost_package:

@@ -34,7 +34,7 @@ docs/speculative.md has the measurements.
 How long to draft (`DraftPolicy`): from the measured cost of a forward by rows fed (relative to one
 row) and the recent acceptance rate (per n-gram length for lookup), the draft length with the most
 expected tokens per second; none when no length beats plain decoding (drafting switches itself off
-and tries again later, as the acceptance estimate drifts back towards its prior).
+and tries again later, as old evidence fades).
 """
 from __future__ import annotations
 
@@ -92,27 +92,29 @@ class DraftPolicy:
     """Chooses how many draft tokens to check, from measured forward costs and acceptance so far.
 
     Cost: seconds of a target forward of r rows is modelled as t1 * (1 + slope * (r - 1)), t1 an
-    average of one-row forwards, slope an average of what multi-row forwards showed (starting from
-    `slope_prior`). Acceptance: per drafter key (the n-gram length, or "model"), the probability that
-    a draft token is accepted given the ones before it were, counted over recent drafts. Expected
-    tokens for d drafts at acceptance a: 1 + a + ... + a^d; d is chosen to maximise expected tokens
-    over expected time, and is 0 unless that beats plain decoding by `margin`. While nothing is
-    drafted for a key its estimate drifts back towards `alpha_prior`, so drafting is tried again.
+    average of one-row forwards, slope an average of what recent multi-row forwards showed (starting
+    from `slope_prior`); a draft model's step adds `draft_cost` (relative to t1) per draft token.
+    Acceptance: per drafter key (the n-gram length, or "model"), the probability that a draft token
+    is accepted when the ones before it were, from decayed counts with `alpha_prior` as two pseudo-
+    trials, plus an optimism bonus that shrinks with evidence (so an untried key gets tried).
+    Expected tokens for d drafts at acceptance a: 1 + a + ... + a^d; d maximises expected tokens per
+    expected time and is 0 unless that beats plain decoding by `margin`. While a key is not drafted,
+    its counts fade (`forget` per chance), the bonus grows back, and drafting is tried again.
     """
 
     def __init__(self, *, max_draft: int = MAX_DRAFT, slope_prior: float = 0.2, alpha_prior: float = 0.5,
-                 margin: float = 0.03, decay: float = 0.9, relax: float = 0.02):
-        self.max_draft, self.margin, self.decay, self.relax = max_draft, margin, decay, relax
+                 margin: float = 0.03, decay: float = 0.95, forget: float = 0.03, bonus: float = 0.4):
+        self.max_draft, self.margin, self.decay, self.forget, self.bonus = max_draft, margin, decay, forget, bonus
         self.alpha_prior = alpha_prior
         self.t1: float | None = None           # seconds of a one-row target forward (EMA)
         self.slope, self.slope_w = slope_prior, 2.0
         self.draft_cost = 0.0                  # seconds of a draft-model step relative to t1 (EMA)
         self.acc: dict = {}                    # key -> [accepted, trials] (decayed counts)
 
-    def alpha(self, key) -> float:
+    def alpha(self, key, *, optimistic: bool = False) -> float:
         a, n = self.acc.get(key, (0.0, 0.0))
-        w = 2.0                                # prior weight, in draft tokens
-        return (a + w * self.alpha_prior) / (n + w)
+        est = (a + 2.0 * self.alpha_prior) / (n + 2.0)
+        return min(1.0, est + self.bonus / np.sqrt(n + 2.0)) if optimistic else est
 
     def expected_rate(self, d: int, alpha: float) -> float:
         tokens = d + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (d + 1)) / (1.0 - alpha)
@@ -122,16 +124,21 @@ class DraftPolicy:
         """How many of `available` draft tokens to check (0: decode one token plainly)."""
         if available <= 0 or self.t1 is None:          # the first step measures the one-row cost
             return 0
-        alpha = self.alpha(key)
+        alpha = self.alpha(key, optimistic=True)
         best, best_rate = 0, 1.0 + self.margin
         for d in range(1, min(available, self.max_draft) + 1):
             rate = self.expected_rate(d, alpha)
             if rate > best_rate:
                 best, best_rate = d, rate
-        if best == 0:                                  # not drafting: drift back towards the prior
-            a, n = self.acc.get(key, (0.0, 0.0))
-            self.acc[key] = [a + self.relax * (self.alpha_prior * n - a), n]
+        if best == 0 and key in self.acc:              # not drafting: old evidence fades
+            a, n = self.acc[key]
+            self.acc[key] = [a * (1 - self.forget), n * (1 - self.forget)]
         return best
+
+    def new_reply(self) -> None:
+        """Acceptance depends on the prompt: halve the evidence carried over from earlier replies."""
+        for key, (a, n) in self.acc.items():
+            self.acc[key] = [a / 2, n / 2]
 
     def forward(self, rows: int, seconds: float) -> None:
         """A target forward of `rows` rows took `seconds`."""
@@ -334,7 +341,7 @@ class Speculator:
 
     def steps(self, session, cache, logits, energy, t0: float, *, sample, params: SamplingParams, processors,
               seen: list[int], meter, budget: int) -> Iterator[Step]:
-        self.policy.acc.clear()
+        self.policy.new_reply()
         rng = np.random.default_rng(None if params.seed is None else [params.seed, 0x5EC])
         return speculative_steps(session, cache, logits, energy, t0, sample=sample, params=params,
                                  processors=processors, seen=seen, meter=meter, budget=budget,
@@ -358,7 +365,7 @@ def speculative_steps(session, cache, logits: np.ndarray, energy, t0: float, *, 
         while True:
             t0 = time.perf_counter()
             base = cache.length
-            room = min(budget - emitted, cache.max_len - base - 1)
+            room = min(budget - emitted - 1, cache.max_len - base - 1)   # drafts that can be used and fit
             draft = drafter.propose(seen, policy, room) if room > 0 else Draft([], None, None)
             if not draft.tokens:                                   # plain decoding: one row
                 t1 = time.perf_counter()

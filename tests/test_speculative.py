@@ -311,9 +311,10 @@ def test_policy_drafts_only_when_it_pays_and_tries_again_later():
     p = DraftPolicy(max_draft=8)
     assert p.length(5, "k") == 0                          # the one-row cost is not known yet
     p.forward(1, 0.010)
-    for _ in range(8):                                    # each extra row costs a tenth of a forward
-        p.forward(6, 0.015)
-    for _ in range(10):
+    for _ in range(8):                                    # each extra row costs a fifth of a forward
+        p.forward(6, 0.020)
+    assert p.length(8, "untried") > 0                     # an untried key is tried
+    for _ in range(40):
         p.accepted("good", 8, 8)
         p.accepted("bad", 4, 0)
     assert p.length(8, "good") == 8
@@ -321,7 +322,7 @@ def test_policy_drafts_only_when_it_pays_and_tries_again_later():
     cheap = DraftPolicy(max_draft=8)
     cheap.forward(1, 0.010)
     for _ in range(8):
-        cheap.forward(3, 0.030)                           # every row costs a full forward: never pays
+        cheap.forward(3, 0.040)                           # each extra row costs more than a forward
         cheap.accepted("good", 8, 7)
     assert cheap.length(8, "good") == 0
     for _ in range(200):                                  # nothing drafted: the estimate drifts back up
