@@ -496,6 +496,13 @@ def test_top_k_is_exactly_the_k_best_on_many_draws(k):
         assert sorted(_kept(x, top_k=k)[0]) == sorted(np.argsort(-x)[:k].tolist()), seed
 
 
+def test_top_k_near_the_vocabulary_size_and_at_the_window():
+    x = np.random.default_rng(8).standard_normal(50).astype(np.float32)
+    assert sorted(_kept(x, top_k=49)[0]) == sorted(np.argsort(-x)[:49].tolist())
+    x = np.random.default_rng(9).standard_normal(2000).astype(np.float32)
+    assert sorted(_kept(x, top_k=1000)[0]) == sorted(np.argsort(-x)[:1000].tolist())
+
+
 def test_top_k_still_applies_with_top_p():
     x = np.random.default_rng(7).standard_normal(2000).astype(np.float32) * 0.01   # flat: top-p wants many
     ids, _ = _kept(x, top_k=3, top_p=0.99)
