@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -55,11 +55,14 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
         if declared is not None and (not declared.isdigit() or int(declared) > max_body_bytes):
             raise _too_large(max_body_bytes)
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                raise _too_large(max_body_bytes)
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise _too_large(max_body_bytes)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise P.ApiError("the client went away while sending the body") from None
         return P.parse_json(b"".join(chunks))
 
     def max_new(n_prompt: int, requested: int | None) -> int:

@@ -102,7 +102,6 @@ class Engine:
         self.active: list[Job] = []
         self.cond = threading.Condition()
         self.closing = False
-        self.loop_error: str | None = None
         self._mean_reply_s = 5.0
         self._ids = itertools.count(1)
         self.metrics = ServerMetrics(running=lambda: len(self.active), queued=lambda: len(self.pending),
@@ -155,22 +154,40 @@ class Engine:
     # ---------------------------------------------------------------- model-loop side
     def _run(self) -> None:
         while True:
-            with self.cond:
-                self._admit()
-                while not self.active and not self.closing:
-                    self.cond.wait()
-                    self._admit()
-                if self.closing:
-                    for job in list(self.pending) + self.active:
-                        self._finish(job, error="the server is shutting down")
+            try:
+                if self._round():
                     return
-                jobs = list(self.active)
-            for job in jobs:
+            except Exception:  # noqa: BLE001  (a bug outside any one request: log it, keep serving)
+                log.exception("model loop error")
+                time.sleep(0.05)
+
+    def _round(self) -> bool:
+        """One turn for every active request (waiting while there is none); True when closing."""
+        with self.cond:
+            self._admit()
+            while not self.active and not self.closing:
+                self.cond.wait()
+                self._admit()
+            if self.closing:
+                for job in list(self.pending) + self.active:
+                    self._finish(job, error="the server is shutting down")
+                self.pending.clear()
+                return True
+            jobs = list(self.active)
+        for job in jobs:
+            try:
+                self._turn(job)
+            except Exception as e:  # noqa: BLE001  (one request's failure must not stop the loop)
+                log.exception("request %s failed", job.tag)
                 try:
-                    self._turn(job)
-                except Exception as e:  # noqa: BLE001  (one request's failure must not stop the loop)
-                    log.exception("request %s failed", job.tag)
                     self._finish(job, error=f"{type(e).__name__}: {e}")
+                except Exception:  # noqa: BLE001  (even its record failed: drop it, still answer it)
+                    log.exception("request %s: finishing failed", job.tag)
+                    with self.cond:
+                        if job in self.active:
+                            self.active.remove(job)
+                    self._push(job, "error", f"{type(e).__name__}: {e}")
+        return False
 
     def _admit(self) -> None:
         """(cond held) Drop cancelled waiters; move waiters into free slots."""
