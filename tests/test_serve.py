@@ -387,3 +387,40 @@ def test_a_failing_request_does_not_kill_the_server(server, client):
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
     r = client.chat.completions.create(model="tiny", messages=_messages(QUESTIONS[0]), max_tokens=40, **GREEDY)
     assert r.choices[0].message.content == lone(server, _messages(QUESTIONS[0]))
+
+
+# ------------------------------------------------------------------------------------------- fuzz
+
+def test_fuzzed_requests_get_a_reply_or_an_openai_error():
+    hyp = pytest.importorskip("hypothesis")
+    st = hyp.strategies
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False),
+                     st.text(max_size=12))
+    value = st.recursive(leaf, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids,
+                                                                                          max_size=3), max_leaves=6)
+    fields = ["model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
+              "min_p", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "stream",
+              "stream_options", "n", "logprobs", "cache_prompt", "response_format", "repetition_penalty"]
+    message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "wizard", 3]),
+                                     "content": st.one_of(st.text(max_size=20), value)})
+    body = st.dictionaries(st.sampled_from(fields), value, max_size=6).flatmap(
+        lambda d: st.one_of(st.just(d), st.lists(message, max_size=3).map(lambda m: {**d, "messages": m})))
+
+    with ServerThread(context_length=48, slots=2, max_queue=2) as s, httpx.Client(base_url=s.url, timeout=60) as c:
+        @hyp.settings(max_examples=150, deadline=None, derandomize=True)
+        @hyp.given(body, st.sampled_from(["/v1/chat/completions", "/v1/completions"]))
+        def check(b, path):
+            r = c.post(path, json=b)
+            seen.add(r.status_code)
+            assert r.status_code in (200, 400), (b, r.status_code, r.text)
+            if r.status_code == 400:
+                err = r.json()["error"]
+                assert isinstance(err["message"], str) and err["type"] == "invalid_request_error"
+            elif b.get("stream") is True:
+                assert r.text.rstrip().endswith("data: [DONE]")
+            else:
+                assert r.json()["usage"]["total_tokens"] <= 48
+        seen = set()
+        check()
+        assert seen == {200, 400}
+        assert c.get("/health").json()["status"] == "ok" and s.wait_idle(10)
