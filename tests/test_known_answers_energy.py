@@ -39,9 +39,11 @@ def hwmon(root: Path, label: str, uj: int) -> Path:
     d = root / "sys/class/hwmon/hwmon0"
     d.mkdir(parents=True)
     (d / "name").write_text("amd_energy\n")
-    (d / "energy1_input").write_text(f"{uj}\n")
-    (d / "energy1_label").write_text(label + "\n")
-    return d / "energy1_input"
+    (d / "energy1_input").write_text("5\n")                  # a per-core sensor: left out beside the socket
+    (d / "energy1_label").write_text("Ecore000\n")
+    (d / "energy2_input").write_text(f"{uj}\n")
+    (d / "energy2_label").write_text(label + "\n")
+    return d / "energy2_input"
 
 
 # ---- the power model ------------------------------------------------------------------------------
