@@ -29,7 +29,10 @@ def repetition_penalty(penalty: float) -> Processor:
             return logits
         ids = np.unique(np.asarray(tokens, dtype=np.int64))
         vals = logits[ids]
-        logits[ids] = np.where(vals > 0, vals / penalty, vals * penalty)
+        with np.errstate(over="ignore", divide="ignore"):    # an absurd penalty saturates, it does not make inf
+            out = np.where(vals > 0, vals / penalty, vals * penalty)
+        limit = np.finfo(logits.dtype).max
+        logits[ids] = np.clip(out, -limit, limit)
         return logits
     return process
 

@@ -53,6 +53,13 @@ def apply_repetition_penalty(logits: np.ndarray, history: Sequence[int], penalty
     return _repetition_penalty(penalty)(history, logits.copy())
 
 
+def _scaled(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """(logits - max) / T in float64: at most 0, so even a subnormal T gives -inf (p = 0), never +inf."""
+    x = logits.astype(np.float64)
+    with np.errstate(over="ignore"):
+        return (x - x.max()) / temperature
+
+
 def _filtered_probs(logits: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
     """(candidate ids, probabilities) after temperature, top-k, min-p and top-p."""
     n = logits.shape[0]
@@ -63,12 +70,12 @@ def _filtered_probs(logits: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, 
         cand = np.argpartition(-logits, m - 1)[:m]
     else:
         cand = np.arange(n)
-    z = logits[cand].astype(np.float64) / p.temperature
+    full = _scaled(logits, p.temperature)
+    z = full[cand]
     order = np.argsort(-z, kind="stable")
     cand, z = cand[order], z[order]
     # softmax over the full vocabulary, so probabilities are the model's, not renormalised over m
     zmax = z[0]
-    full = logits.astype(np.float64) / p.temperature
     denom = np.exp(full - zmax).sum()
     probs = np.exp(z - zmax) / denom
     if p.top_p < 1.0 and m < n and probs.sum() < p.top_p and k == n:
@@ -85,7 +92,7 @@ def _filtered_probs(logits: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, 
 
 def _full_nucleus(logits: np.ndarray, p: SamplingParams):
     """Fallback when the nucleus is wider than NUCLEUS_CANDIDATES tokens: sort everything."""
-    z = logits.astype(np.float64) / p.temperature
+    z = _scaled(logits, p.temperature)
     order = np.argsort(-z, kind="stable")
     probs = np.exp(z[order] - z[order[0]])
     probs /= probs.sum()
