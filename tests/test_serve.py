@@ -370,8 +370,9 @@ def test_cancel_runs_no_further_model_step():
         n, at_cancel, rec = asyncio.run(run())
     finally:
         engine.close()
+    # tokens the loop made before the cancel still arrive; no model step starts after it (one may be running)
     assert counting.calls <= at_cancel + 1, "a step ran after the cancel was seen"
-    assert n <= 6 and rec.finish_reason == "cancelled" and rec.generated_tokens == n
+    assert rec.finish_reason == "cancelled" and rec.generated_tokens == n < 1000
 
 
 def test_a_failing_request_does_not_kill_the_server(server, client):
