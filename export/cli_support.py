@@ -32,9 +32,10 @@ def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetr
         # symmetric weights (older onnxruntime releases take no zero points on that path).
         changes["symmetric"] = True
         changes["target"] = "arm"
-        if (block_size or r.block_size) > 128:
-            raise ExportError(f"block size {block_size or r.block_size} with target arm: the ARM int4 kernels take "
-                              f"blocks of at most 128")
+        # the recorded block size is the one the graph uses (block_for may lower it further per K)
+        changes["block_size"] = min(block_size or r.block_size, 128)
+        if r.head_block_size is not None or "head_block_size" in changes:
+            changes["head_block_size"] = min(changes.get("head_block_size") or r.head_block_size or 128, 128)
     r = replace(r, **changes)
     return r
 
