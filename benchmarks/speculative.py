@@ -157,6 +157,22 @@ def modelled(rows: list[dict], costs: dict[int, float]) -> dict:
     return out
 
 
+def draft_model_table(costs: dict[int, float], draft_step: float, *, alphas=(0.5, 0.6, 0.7, 0.8, 0.9),
+                      max_draft: int = 10) -> dict:
+    """Best decode speedup of draft-model speculation at per-token acceptance alpha: expected tokens
+    (1 + a + ... + a^d) over the time of d draft steps and one target forward of d + 1 rows, in units
+    of one plain target step; the best d for each alpha."""
+    out = {}
+    for alpha in alphas:
+        best = (1.0, 0)
+        for d in range(1, max_draft + 1):
+            tokens = (1 - alpha ** (d + 1)) / (1 - alpha)
+            speed = tokens * costs[1] / (_cost(costs, d + 1) + d * draft_step)
+            best = max(best, (speed, d))
+        out[str(alpha)] = {"speedup": best[0], "draft_tokens": best[1]}
+    return out
+
+
 # ------------------------------------------------------------------------------------------- report
 def set_table(rows: list[dict]) -> dict:
     out = {}
@@ -204,6 +220,14 @@ def markdown(res: dict) -> str:
             for name, m in sets.items():
                 L.append(f"| {pkg} | {name} | {m['speedup_total']:.2f}x | {m['speedup_median']:.2f}x | "
                          f"{m['tokens_per_forward']:.2f} | {m['acceptance']:.0%} |")
+    if res.get("draft_model_modelled"):
+        L += ["", f"## Modelled: draft-model speculation (draft step {res['draft_step_s'] * 1000:.1f} ms)", "",
+              "Best decode speedup over plain decoding at a given per-token acceptance, from each package's "
+              "forward cost by rows and the draft model's step time (best draft length in brackets).", "",
+              "| target package | " + " | ".join(f"acceptance {x}" for x in next(iter(res['draft_model_modelled'].values()))) + " |",
+              "|---|" + "---|" * len(next(iter(res["draft_model_modelled"].values())))]
+        for pkg, t in res["draft_model_modelled"].items():
+            L.append(f"| {pkg} | " + " | ".join(f"{v['speedup']:.2f}x ({v['draft_tokens']})" for v in t.values()) + " |")
     diffs = [r for r in res["prompts"] if not r["identical"]]
     if diffs:
         L += ["", "## Replies that differ", "",
@@ -246,6 +270,9 @@ def main() -> None:
     costs = {Path(a.package).name: forward_costs(model.session, depth=depth)}
     for pkg in a.cost_package:
         costs[Path(pkg).name] = forward_costs(ModelSession(pkg, threads=a.threads), depth=depth)
+    draft_step = None
+    if a.draft:                                   # one step of the draft model, at the same depth
+        draft_step = forward_costs(speculator.draft_session, depth=depth, rows=(1,))[1]
     table = set_table(rows)
     res = {"package": Path(a.package).name, "command": " ".join(["python"] + sys.argv), "speculation": spec.mode,
            "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.processor() or platform.platform()}",
@@ -254,6 +281,8 @@ def main() -> None:
            "sets": table, "grounded": pooled(table, GROUNDED),
            "costs": {k: {str(r): v for r, v in c.items()} for k, c in costs.items()},
            "modelled": {k: modelled(rows, c) for k, c in costs.items()} if spec.mode == "lookup" else {},
+           "draft_model_modelled": {k: draft_model_table(c, draft_step) for k, c in costs.items()} if draft_step else {},
+           "draft_step_s": draft_step,
            "prompts": rows}
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -39,6 +39,7 @@ and tries again later, as old evidence fades).
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -92,14 +93,16 @@ class DraftPolicy:
     """Chooses how many draft tokens to check, from measured forward costs and acceptance so far.
 
     Cost: seconds of a target forward of r rows is modelled as t1 * (1 + slope * (r - 1)), t1 an
-    average of one-row forwards, slope an average of what recent multi-row forwards showed (starting
-    from `slope_prior`); a draft model's step adds `draft_cost` (relative to t1) per draft token.
+    average of one-row forwards, slope the median of what the last multi-row forwards showed (with
+    `slope_prior` standing in while there are fewer than three; a shared machine gives outliers);
+    a draft model's step adds `draft_cost` (relative to t1) per draft token.
     Acceptance: per drafter key (the n-gram length, or "model"), the probability that a draft token
     is accepted when the ones before it were, from decayed counts with `alpha_prior` as two pseudo-
     trials, plus an optimism bonus that shrinks with evidence (so an untried key gets tried).
     Expected tokens for d drafts at acceptance a: 1 + a + ... + a^d; d maximises expected tokens per
-    expected time and is 0 unless that beats plain decoding by `margin`. While a key is not drafted,
-    its counts fade (`forget` per chance), the bonus grows back, and drafting is tried again.
+    expected time and is 0 unless that beats plain decoding by `margin`. While nothing is drafted,
+    the evidence fades — a key's counts by `forget` per chance, the oldest cost observation every
+    `1 / forget` chances — so neither a bad stretch of text nor a slow moment turns drafting off for good.
     """
 
     def __init__(self, *, max_draft: int = MAX_DRAFT, slope_prior: float = 0.2, alpha_prior: float = 0.5,
@@ -107,7 +110,9 @@ class DraftPolicy:
         self.max_draft, self.margin, self.decay, self.forget, self.bonus = max_draft, margin, decay, forget, bonus
         self.alpha_prior = alpha_prior
         self.t1: float | None = None           # seconds of a one-row target forward (EMA)
-        self.slope, self.slope_w = slope_prior, 2.0
+        self.slope_prior = slope_prior
+        self.slopes: deque[float] = deque(maxlen=9)   # recent (t_rows / t1 - 1) / (rows - 1)
+        self.declined = 0
         self.draft_cost = 0.0                  # seconds of a draft-model step relative to t1 (EMA)
         self.acc: dict = {}                    # key -> [accepted, trials] (decayed counts)
 
@@ -115,6 +120,11 @@ class DraftPolicy:
         a, n = self.acc.get(key, (0.0, 0.0))
         est = (a + 2.0 * self.alpha_prior) / (n + 2.0)
         return min(1.0, est + self.bonus / np.sqrt(n + 2.0)) if optimistic else est
+
+    @property
+    def slope(self) -> float:
+        obs = list(self.slopes)
+        return float(np.median(obs + [self.slope_prior] * max(0, 3 - len(obs))))
 
     def expected_rate(self, d: int, alpha: float) -> float:
         tokens = d + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (d + 1)) / (1.0 - alpha)
@@ -130,9 +140,13 @@ class DraftPolicy:
             rate = self.expected_rate(d, alpha)
             if rate > best_rate:
                 best, best_rate = d, rate
-        if best == 0 and key in self.acc:              # not drafting: old evidence fades
-            a, n = self.acc[key]
-            self.acc[key] = [a * (1 - self.forget), n * (1 - self.forget)]
+        if best == 0:                                  # not drafting: old evidence fades
+            if key in self.acc:
+                a, n = self.acc[key]
+                self.acc[key] = [a * (1 - self.forget), n * (1 - self.forget)]
+            self.declined += 1
+            if self.slopes and self.declined % max(1, round(1 / self.forget)) == 0:
+                self.slopes.popleft()
         return best
 
     def new_reply(self) -> None:
@@ -145,9 +159,7 @@ class DraftPolicy:
         if rows == 1:
             self.t1 = seconds if self.t1 is None else 0.8 * self.t1 + 0.2 * seconds
         elif self.t1:
-            obs = max(0.0, (seconds / self.t1 - 1.0) / (rows - 1))
-            self.slope = (self.slope * self.slope_w + obs) / (self.slope_w + 1.0)
-            self.slope_w = min(self.slope_w + 1.0, 8.0)     # an average over the last ~8 forwards
+            self.slopes.append(max(0.0, (seconds / self.t1 - 1.0) / (rows - 1)))
 
     def draft_step(self, seconds: float) -> None:
         """A draft-model step took `seconds` (its cost counts against drafting)."""

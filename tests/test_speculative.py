@@ -328,6 +328,11 @@ def test_policy_drafts_only_when_it_pays_and_tries_again_later():
     for _ in range(200):                                  # nothing drafted: the estimate drifts back up
         p.length(8, "bad")
     assert p.length(8, "bad") > 0
+    p.forward(6, 0.200)                                   # one slow moment (a shared machine) changes nothing
+    assert p.length(8, "good") == 8
+    for _ in range(400):                                  # off for cost: the cost evidence fades too,
+        cheap.length(8, "good")                           # and drafting is measured again
+    assert cheap.length(8, "good") > 0
 
 
 def test_settings_records_and_refusals(bundled, fp32_family):
