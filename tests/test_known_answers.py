@@ -77,7 +77,8 @@ def bench_report(tmp_path):
     (rapl / "max_energy_range_uj").write_text("262143328850\n")
     counter = rapl / "energy_uj"
     counter.write_text("1000000\n")
-    manifest = SimpleNamespace(model=_Spec(context_length=256, vocab_size=64), kv=_Spec(KV), data={})
+    manifest = SimpleNamespace(model=_Spec(context_length=256, vocab_size=64),
+                               kv=_Spec({**KV, "bytes_per_position": KV_PER_POSITION}), data={})
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runner, "load_manifest", lambda path: manifest)
         mp.setattr(runner, "package_summary", lambda path, m: _fake_package(m))

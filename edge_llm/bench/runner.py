@@ -187,7 +187,8 @@ def _bench_threads(run: dict, package_dir: Path, manifest, settings: dict, meter
                              "threads_per_cluster": threads_per_cluster(used.values(), machine.get("clusters") or [])}
     finally:
         run["memory"].update(peak_rss_bytes())
-        run["memory"]["kv_cache_bytes"] = model.cache().nbytes
+        # the cache grows with the context: its size at the model's full context is what a long chat reaches
+        run["memory"]["kv_cache_bytes"] = manifest.kv.bytes_per_position * manifest.model.context_length
         run["energy_source"] = meter.reading.source if meter.reading else None
         del model
         gc.collect()
