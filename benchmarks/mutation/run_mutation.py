@@ -55,7 +55,8 @@ TARGETS = [
     Target("generate", "edge_llm/generate.py", ("tests/test_known_answers_generate.py",)),
     Target("package", "edge_llm/export/package.py", ("tests/test_safety.py",)),
     # the property tests are left out here (seconds per run x ~500 mutants); their hand-written cases stay in
-    Target("checkpoint", "edge_llm/export/checkpoint.py", ("tests/test_checkpoint.py", "tests/test_fuzz_checkpoint.py"),
+    Target("checkpoint", "edge_llm/export/checkpoint.py", ("tests/test_checkpoint.py", "tests/test_fuzz_checkpoint.py",
+                                                         "tests/test_known_answers_checkpoint.py"),
            ("-k", "not random and not mutated and not valid_files")),
 ]
 BY_NAME = {t.name: t for t in TARGETS}
@@ -79,6 +80,11 @@ PROBES = [
      "W[:, g1:] -= err_blk @ hinv[g0:g1, g1:]", "pass", "tests/test_known_answers.py"),
     ("calibrator Hessians from the wrong activations", "edge_llm/export/calibrate.py",
      "grams[key] = self._gram(x)", "grams[key] = self._gram(self.h)", "tests/test_known_answers.py"),
+    ("top-k partition index off by two", "edge_llm/sampling.py", "np.argpartition(-logits, m - 1)",
+     "np.argpartition(-logits, m + 1)", "tests/test_known_answers.py"),
+    ("hwmon socket label matched case-sensitively", "edge_llm/bench/energy.py",
+     're.search(r"socket|package|pkg", i[1], re.I)', 're.search(r"socket|package|pkg", i[1])',
+     "tests/test_known_answers_energy.py"),
     ("top-p boundary", "edge_llm/sampling.py", "keep &= (cum - probs) < p.top_p", "keep &= (cum - probs) <= p.top_p",
      "tests/test_known_answers.py"),
     ("validator never raises", "edge_llm/export/validate.py", "    if precision == \"fp32\" and diff > tol:",
