@@ -69,6 +69,31 @@ def test_tensor_info_and_checkpoint_know_their_files(tmp_path):
         assert ckpt.sha256() == hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
 
 
+def test_source_hash_reads_in_bounded_chunks(tmp_path, monkeypatch):
+    d = _folder(tmp_path)
+    _write_safetensors(d / "model.safetensors", {"w": np.ones(64, np.float32)})
+    sizes = []
+
+    class Recording:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, n=-1):
+            sizes.append(n)
+            return self.f.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    with open_checkpoint(d) as ckpt:
+        monkeypatch.setattr(checkpoint, "open", lambda p, mode: Recording(open(p, mode)), raising=False)
+        assert ckpt.sha256() == hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
+    assert sizes and all(isinstance(n, int) and 0 < n <= 64 << 20 for n in sizes)    # never the whole file at once
+
+
 def test_file_that_shrinks_after_opening(tmp_path):
     d = _folder(tmp_path)
     _write_safetensors(d / "model.safetensors", {"w": np.ones(50_000, np.float32)})   # beyond read buffering
@@ -116,6 +141,7 @@ def test_compressed_entries_are_read_whole(tmp_path):
                  _s("t"), _tensor("BFloat16Storage", "0", 6, 0, (3, 2), (1, 3)))
     d = _bin(tmp_path, pkl, STORE, compression=zipfile.ZIP_DEFLATED)
     with open_checkpoint(d) as ckpt:
+        assert ckpt.info("w").file == d / "pytorch_model.bin"
         np.testing.assert_array_equal(ckpt.load("w"), BASE)
         np.testing.assert_array_equal(ckpt.load("t"), BASE.T)
 
