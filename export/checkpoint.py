@@ -19,6 +19,7 @@ import math
 import pickle
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,7 +266,7 @@ class _TorchZipFile:
         self.path, self.name = path, path.name
         try:
             self.zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as e:
+        except (zipfile.BadZipFile, OSError, NotImplementedError) as e:    # NotImplementedError: zip version
             raise CheckpointError(f"{self.name}: not a readable PyTorch zip archive ({e}); the file is "
                                   f"truncated, corrupt, or in the pre-1.6 format (re-save it)") from None
         self.fh = open(path, "rb")
@@ -290,7 +291,9 @@ class _TorchZipFile:
     def _read_entry(self, entry: str) -> bytes:
         try:
             return self.zip.read(entry)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        # zlib.error: a corrupt deflated entry; NotImplementedError: an unknown compression method;
+        # RuntimeError: zipfile's "encrypted, password required"
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
             raise CheckpointError(f"{self.name}: cannot read {entry} ({e})") from None
 
     def _unpickle(self, data: bytes):

@@ -271,3 +271,32 @@ def test_valid_pickle_reads_and_forbidden_global_is_refused():
     with pytest.raises(UnsafePickleError, match="refused to unpickle global 'os.system'"):
         open_checkpoint(d)
     assert pickle.loads(b"\x80\x02K\x05.") == 5      # the real pickle module is untouched
+
+
+def _valid_bin(compression: int) -> bytes:
+    import io
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=compression) as zf:
+        zf.writestr("archive/data.pkl", VALID_PKL)
+        zf.writestr("archive/byteorder", b"little")
+        zf.writestr("archive/data/0", float32_to_bf16(np.arange(6, dtype=np.float32)).tobytes() * 50)
+    return buf.getvalue()
+
+
+VALID_BINS = {c: _valid_bin(c) for c in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)}
+
+
+@fuzz(150)
+@given(compression=st.sampled_from(sorted(VALID_BINS)), data=st.data())
+def test_corrupted_bin_archives_are_refused_or_read(compression, data):
+    """Flipped bytes anywhere in a pytorch_model.bin (zip headers, the pickle, a deflated storage)."""
+    raw = bytearray(VALID_BINS[compression])
+    for at, value in data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)),
+                                        min_size=1, max_size=4)):
+        raw[at] = value
+    d = _folder("bin")
+    (d / "pytorch_model.bin").write_bytes(bytes(raw))
+    try:
+        _open_and_load_all(d)
+    except CheckpointError:
+        pass

@@ -292,3 +292,87 @@ def test_sharded_index_errors(tmp_path, index, message):
     (d / "model.safetensors.index.json").write_text(index)
     with pytest.raises(CheckpointError, match=message):
         open_checkpoint(d)
+
+
+def test_compressed_fp16_and_fp32_entries(tmp_path):
+    half = np.arange(6, dtype=np.float16).reshape(2, 3) / 4
+    single = np.array([1.5, -2.25, 3e5, 7.0], np.float32)
+    pkl = _state(_s("h"), _tensor("HalfStorage", "1", 6, 0, (3, 2), (1, 3)),
+                 _s("f"), _tensor("FloatStorage", "2", 4, 0, (2, 2), (2, 1)))
+    d = _bin(tmp_path, pkl, {"1": half.tobytes(), "2": single.tobytes()}, compression=zipfile.ZIP_DEFLATED)
+    with open_checkpoint(d) as ckpt:
+        np.testing.assert_array_equal(ckpt.load("h"), half.T.astype(np.float32))
+        np.testing.assert_array_equal(ckpt.load("f"), single.reshape(2, 2))
+
+
+def test_unreadable_entries_and_truncated_bins_name_the_tensor(tmp_path):
+    pkl = _state(_s("w"), _tensor("FloatStorage", "0", 4096, 0, (4096,), (1,)))
+    data = np.arange(4096, dtype=np.float32)
+    d = _bin(tmp_path, pkl, {"0": data.tobytes()}, compression=zipfile.ZIP_DEFLATED)
+    raw = bytearray((d / "pytorch_model.bin").read_bytes())
+    with zipfile.ZipFile(d / "pytorch_model.bin") as zf:
+        info = zf.getinfo("archive/data/0")
+    at = info.header_offset + 30 + len(info.filename) + len(info.extra) + 20
+    raw[at:at + 8] = bytes(8)                                          # corrupt the deflated stream
+    (d / "pytorch_model.bin").write_bytes(bytes(raw))
+    with open_checkpoint(d) as ckpt:
+        with pytest.raises(CheckpointError, match=r"^pytorch_model.bin: cannot read archive/data/0 \("):
+            ckpt.load("w")
+    d = _bin(tmp_path, pkl, {"0": data.tobytes()}, name="stored")
+    with open_checkpoint(d) as ckpt:
+        full = (d / "pytorch_model.bin").read_bytes()
+        start = full.index(data.tobytes()[:64])
+        (d / "pytorch_model.bin").write_bytes(full[:start + 100])         # shrinks after opening
+        with pytest.raises(CheckpointError, match=r"^pytorch_model.bin: tensor 'w': file ends inside the tensor's "
+                                                  r"data"):
+            ckpt.load("w")
+
+
+def test_stored_entries_are_read_by_range_not_whole(tmp_path):
+    """A stored .bin entry is read from its own offset, one tensor's bytes: never the rest of a 5 GB file."""
+    pkl = _state(_s("a"), _tensor("FloatStorage", "0", 2048, 0, (2048,), (1,)),
+                 _s("b"), _tensor("FloatStorage", "1", 2048, 0, (2048,), (1,)))
+    d = _bin(tmp_path, pkl, {"0": bytes(8192), "1": bytes(8192)})
+    with open_checkpoint(d) as ckpt:
+        reader = ckpt._index["a"]
+        real, sizes = reader.fh, []
+
+        class Recording:
+            def seek(self, *a):
+                return real.seek(*a)
+
+            def read(self, n=-1):
+                sizes.append(n)
+                return real.read(n)
+
+            def readinto(self, b):
+                sizes.append(len(b))
+                return real.readinto(b)
+
+        reader.fh = Recording()
+        ckpt.load("a"), ckpt.load("b")
+        reader.fh = real
+    assert sizes and all(n is not None and 0 <= n <= 8192 for n in sizes), sizes
+
+
+def test_persistent_id_errors_quote_the_id(tmp_path):
+    tensor = _rebuild(_s("storage") + b"Q", _i(0), b"(" + _i(6) + b"t", b"(" + _i(1) + b"t")
+    with pytest.raises(CheckpointError, match=r"\(unexpected persistent id storage\)$"):
+        open_checkpoint(_bin(tmp_path, _state(_s("w"), tensor), STORE))
+
+
+@pytest.mark.parametrize("field, offset, value, message", [
+    ("flags", 8, b"\x01\x00", r"cannot read archive/data.pkl \(File 'archive/data.pkl' is encrypted"),
+    ("method", 10, b"\x63\x00", r"cannot read archive/data.pkl \(That compression method is not supported\)"),
+    ("version", 6, b"\x40\x00", r"not a readable PyTorch zip archive \(zip file version 6.4\)"),
+])
+def test_zip_features_we_cannot_read_are_one_line_errors(tmp_path, field, offset, value, message):
+    """Found by tests/test_fuzz_checkpoint.py: these used to escape as zlib/NotImplemented/RuntimeError."""
+    pkl = _state(_s("w"), _tensor("BFloat16Storage", "0", 6, 0, (2, 3), (3, 1)))
+    d = _bin(tmp_path, pkl, STORE)
+    raw = bytearray((d / "pytorch_model.bin").read_bytes())
+    at = raw.index(b"PK\x01\x02")                                  # the central directory entry of data.pkl
+    raw[at + offset:at + offset + 2] = value
+    (d / "pytorch_model.bin").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=message):
+        open_checkpoint(d)
