@@ -1,0 +1,97 @@
+"""Merge score.py runs of one model and write the committed table.
+
+    python benchmarks/quality_peers/report.py --out benchmarks/results/quality-peers-fixture RUN1.json [RUN2.json ...]
+
+Runs merge only when they scored the same windows (model, text, filter, tokens, window) and their fp32
+reference gave the same perplexity, so candidates scored in separate runs share one table; a later run's
+row replaces an earlier row of the same name. Writes OUT.json (merged) and OUT.md: one row per
+candidate, by size, with bytes, % of the bf16 checkpoint, bits per weight, perplexity (change vs
+fp32), mean KL, KL p99, top-1 agreement; then the llama.cpp tensor-type mix of each GGUF.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edge_llm.export.recipe import DEFAULT_RECIPE as EDGE_DEFAULT
+
+
+def _kl(x: float) -> str:
+    return f"{x:.4f}" if x >= 1e-4 else f"{x:.0e}"
+
+
+def row(r: dict, *, best_default: str) -> str:
+    name = r["name"]
+    if r["kind"] == "edge-llm":
+        name = f"edge-llm {name}" + (" (default)" if r["name"] == best_default else "")
+    if "kl_divergence" not in r:
+        return (f"| {name} | {r['bytes']:,} | {r['fraction_of_bf16']:.1%} | {r['bits_per_weight']:.2f} | "
+                f"{r['perplexity']:.3f} | — | — | — | — |")
+    return (f"| {name} | {r['bytes']:,} | {r['fraction_of_bf16']:.1%} | {r['bits_per_weight']:.2f} | "
+            f"{r['perplexity']:.3f} | {r['perplexity_change']:+.2%} | {_kl(r['kl_divergence'])} | "
+            f"{r['kl_divergence_p99']:.3f} | {r['top1_agreement']:.1%} |")
+
+
+def markdown(data: dict, *, note: str = "") -> str:
+    rows = sorted(data["rows"], key=lambda r: (r["kind"] != "edge-llm" or "kl_divergence" in r, r["bytes"]))
+    head = ("| format | bytes | % of bf16 | bits/weight | perplexity | Δ ppl | mean KL | KL p99 | top-1 |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    text = f"{data['text']}" + (" (documents without CJK characters only)" if data.get("english_only") else "")
+    out = [f"# Quality side by side: {data['model']}", "",
+           f"{data['tokens_scored']:,} tokens of {text}, {data['tokens_scored'] // data['window']} fresh windows of "
+           f"{data['window']} (ids from edge-llm's tokenizer, fed as ids to both runtimes); KL, top-1 and Δ ppl "
+           f"against edge-llm's fp32 export. llama.cpp KV cache {data['llama_kv_cache']}. bits/weight = weight "
+           f"bytes (model.onnx.data / GGUF tensor data) × 8 ÷ {data['parameters']:,} parameters; % of bf16 = whole "
+           f"package folder or GGUF file ÷ the checkpoint's {data['source_bytes']:,} weight bytes.", ""]
+    if note:
+        out += [note, ""]
+    out += [head] + [row(r, best_default=EDGE_DEFAULT) for r in rows]
+    mixes = [r for r in rows if r["kind"] == "llama.cpp"]
+    if mixes:
+        out += ["", "llama.cpp tensor types (share of parameters):", ""]
+        for r in mixes:
+            total = sum(r["tensor_types_by_elements"].values())
+            mix = ", ".join(f"{t} {n / total:.0%}" for t, n in
+                            sorted(r["tensor_types_by_elements"].items(), key=lambda kv: -kv[1]))
+            out.append(f"- {r['name']}: {mix}")
+    out += ["", "Commands:", ""] + [f"- `{' '.join(c)}`" for c in data.get("commands", [data["command"]])] + [""]
+    return "\n".join(out)
+
+
+SAME = ("model", "text", "english_only", "tokens_scored", "window", "llama_kv_cache")
+
+
+def merge(runs: list[dict]) -> dict:
+    base = dict(runs[0])
+    ref_ppl = next(r["perplexity"] for r in base["rows"] if r["name"] == "fp32 (reference)")
+    rows = {r["name"]: r for r in base["rows"]}
+    commands = [base["command"]]
+    for run in runs[1:]:
+        for key in SAME:
+            if run.get(key) != base.get(key):
+                raise SystemExit(f"cannot merge: {key} differs ({run.get(key)!r} vs {base.get(key)!r})")
+        ppl = next(r["perplexity"] for r in run["rows"] if r["name"] == "fp32 (reference)")
+        if abs(ppl - ref_ppl) > 1e-9 * ref_ppl:
+            raise SystemExit(f"cannot merge: the fp32 reference perplexity differs ({ppl} vs {ref_ppl})")
+        rows |= {r["name"]: r for r in run["rows"]}
+        commands.append(run["command"])
+    base["rows"] = list(rows.values())
+    base["commands"] = commands
+    return base
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path, nargs="+", help="score.py JSON files of one model")
+    ap.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    data = merge([json.loads(p.read_text()) for p in args.runs])
+    args.out.with_suffix(".json").write_text(json.dumps(data, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(data, note=args.note))
+    print(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
