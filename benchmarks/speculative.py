@@ -36,7 +36,7 @@ from edge_llm.session import ModelSession
 from edge_llm.speculative import DraftPolicy, LookupDrafter, Speculation, Speculator
 
 _PROMPTS = runpy.run_path(str(Path(__file__).with_name("speculative_prompts.py")))
-SETS, GROUNDED = _PROMPTS["SETS"], _PROMPTS["GROUNDED"]
+SETS, GROUNDED, UNGROUNDED = _PROMPTS["SETS"], _PROMPTS["GROUNDED"], _PROMPTS["UNGROUNDED"]
 
 ROWS = tuple(range(1, 12))
 
@@ -147,8 +147,12 @@ def simulate_lookup(prompt_ids: list[int], out_ids: list[int], costs: dict[int, 
 
 def modelled(rows: list[dict], costs: dict[int, float]) -> dict:
     out = {}
-    for set_name in dict.fromkeys(r["set"] for r in rows):
-        sims = [simulate_lookup(r["prompt_ids"], r["plain_ids"], costs) for r in rows if r["set"] == set_name]
+    groups = {name: [name] for name in dict.fromkeys(r["set"] for r in rows)}
+    groups["grounded (pooled)"] = [n for n in GROUNDED if n in groups]
+    for set_name, members in groups.items():
+        sims = [simulate_lookup(r["prompt_ids"], r["plain_ids"], costs) for r in rows if r["set"] in members]
+        if not sims:
+            continue
         tokens, fwd = sum(s["tokens"] for s in sims), sum(s["forwards"] for s in sims)
         out[set_name] = {"speedup_median": statistics.median(s["speedup"] for s in sims),
                          "speedup_total": tokens / sum(s["tokens"] / s["speedup"] for s in sims),
@@ -191,9 +195,17 @@ def set_table(rows: list[dict]) -> dict:
     return out
 
 
-def pooled(table: dict, names) -> dict:
-    names = [n for n in names if n in table]
-    return {"sets": names, "ratio_median_of_sets": statistics.median(table[n]["ratio_total"] for n in names)} if names else {}
+def pooled(rows: list[dict], names) -> dict:
+    """Speedup over several sets: all their decode tokens over all their decode seconds, each mode."""
+    rs = [r for r in rows if r["set"] in names]
+    if not rs:
+        return {}
+    def tps(mode):
+        return sum(sum(r[f"{mode}_n"]) for r in rs) / sum(sum(r[f"{mode}_s"]) for r in rs)
+    return {"sets": list(dict.fromkeys(r["set"] for r in rs)), "prompts": len(rs),
+            "identical": sum(r["identical"] for r in rs), "speedup_total": tps("spec") / tps("plain"),
+            "speedup_median_prompt": statistics.median(r["ratio"] for r in rs),
+            "speedup_worst_prompt": min(r["ratio"] for r in rs)}
 
 
 def markdown(res: dict) -> str:
@@ -209,6 +221,13 @@ def markdown(res: dict) -> str:
         acc = "-" if t["acceptance_median"] is None else f"{t['acceptance_median']:.0%}"
         L.append(f"| {name} | {t['prompts']} | {t['identical']}/{t['prompts']} | {t['plain_tps']:.1f} | {t['spec_tps']:.1f} | "
                  f"{t['ratio_total']:.2f}x | {t['ratio_median']:.2f}x | {acc} | {t['tokens_per_forward']:.2f} |")
+    L += ["", "| pooled | prompts | identical greedy text | speedup (all tokens / all seconds) | median prompt | worst prompt |",
+          "|---|---|---|---|---|---|"]
+    for name in ("grounded", "ungrounded"):
+        g = res.get(name)
+        if g:
+            L.append(f"| {name} ({', '.join(g['sets'])}) | {g['prompts']} | {g['identical']}/{g['prompts']} | "
+                     f"{g['speedup_total']:.2f}x | {g['speedup_median_prompt']:.2f}x | {g['speedup_worst_prompt']:.2f}x |")
     L += ["", "## Forward cost by rows fed (seconds relative to one row, median)", "",
           "| package | " + " | ".join(str(r) for r in ROWS) + " |", "|---|" + "---|" * len(ROWS)]
     for name, c in res["costs"].items():
@@ -220,6 +239,14 @@ def markdown(res: dict) -> str:
             for name, m in sets.items():
                 L.append(f"| {pkg} | {name} | {m['speedup_total']:.2f}x | {m['speedup_median']:.2f}x | "
                          f"{m['tokens_per_forward']:.2f} | {m['acceptance']:.0%} |")
+    if res.get("modelled_linear"):
+        names = list(next(iter(res["modelled_linear"].values())))
+        L += ["", "## What-if: the same replay with linear forward costs 1 + s * (rows - 1)", "",
+              "(not measured: s is what one extra row costs relative to a one-row step; the packages above measure "
+              "their own s on this 2-core machine)", "",
+              "| s | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for slope, sets in res["modelled_linear"].items():
+            L.append(f"| {slope} | " + " | ".join(f"{sets[n]['speedup_total']:.2f}x" for n in names) + " |")
     if res.get("draft_model_modelled"):
         L += ["", f"## Modelled: draft-model speculation (draft step {res['draft_step_s'] * 1000:.1f} ms)", "",
               "Best decode speedup over plain decoding at a given per-token acceptance, from each package's "
@@ -248,6 +275,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--slopes", default="0.05,0.1,0.2",
+                    help="also model linear forward costs 1 + s*(rows-1) (what-if for machines where decode is more bandwidth-bound)")
     ap.add_argument("--reuse", default=None, help="take the measured replies from this earlier --json; add costs and models")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
@@ -278,9 +307,11 @@ def main() -> None:
            "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.processor() or platform.platform()}",
            "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
            "rounds": a.rounds, "max_new_tokens": a.max_new_tokens, "context_depth_for_costs": depth,
-           "sets": table, "grounded": pooled(table, GROUNDED),
+           "sets": table, "grounded": pooled(rows, GROUNDED), "ungrounded": pooled(rows, UNGROUNDED),
            "costs": {k: {str(r): v for r, v in c.items()} for k, c in costs.items()},
            "modelled": {k: modelled(rows, c) for k, c in costs.items()} if spec.mode == "lookup" else {},
+           "modelled_linear": {s: modelled(rows, {r: 1.0 + float(s) * (r - 1) for r in ROWS})
+                               for s in a.slopes.split(",") if s} if spec.mode == "lookup" else {},
            "draft_model_modelled": {k: draft_model_table(c, draft_step) for k, c in costs.items()} if draft_step else {},
            "draft_step_s": draft_step,
            "prompts": rows}

@@ -15,15 +15,19 @@ Drafters:
     ModelDrafter   a small model with the same tokenizer (its own session and KV cache), k single steps
 
 The acceptance rule (lossless):
-    greedy    accept d_i iff it is the argmax of L_{i-1} after the reply's logits processors, seen
-              tokens including d_1..d_{i-1}: exactly what plain decoding would pick from those logits
-    sampling  Leviathan et al. / Chen et al. (2023): accept d ~ q with probability min(1, p(d)/q(d)),
-              on rejection draw from max(0, p - q) renormalised, after k acceptances draw from p(L_k).
-              p is the distribution the plain sampler draws from (edge_llm.sampling's temperature,
-              top-k, top-p, min-p), so each token keeps the plain distribution. Lookup drafts are
-              deterministic (q = 1 at d): accept with probability p(d), else draw from p without d.
-    With a seed the output is reproducible, but it is not the token sequence plain sampling gives for
-    that seed (the random numbers are spent differently).
+    deterministic drafts (lookup; a draft model when greedy): at L_{i-1}, after the reply's logits
+              processors with d_1..d_{i-1} counted as generated, pick a token exactly as plain
+              decoding does (argmax, or the plain sampler's draw) and accept d_i iff it is that token;
+              else the pick is the next token. Greedy: the plain tokens. Sampling: accepted with
+              probability p(d), else a draw from p without d — the speculative-sampling rule for a
+              point-mass draft — and one draw per token as plain sampling, so a seed gives the same
+              text with and without speculation.
+    sampled drafts (a draft model when sampling): Leviathan et al. / Chen et al. (2023): accept
+              d ~ q with probability min(1, p(d)/q(d)), on rejection draw from max(0, p - q)
+              renormalised, after k acceptances draw from p(L_k). Each token keeps the plain
+              distribution; a seed reproduces the run only if the same draft lengths are chosen.
+    p is the distribution the plain sampler draws from (edge_llm.sampling's temperature, top-k,
+    top-p, min-p).
 
 Numerics: the k-row forward runs other kernels than the 1-row decode step (GroupQueryAttention's
 multi-query path, MatMulNBits' M>1 path), so its logits differ from the 1-row ones by rounding; with
@@ -272,30 +276,32 @@ def target_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
     return p
 
 
-def accept_greedy(rows: np.ndarray, drafts: Sequence[int], seen: list[int], processors) -> tuple[int, int]:
-    """(accepted drafts, next token) for greedy decoding; rows[i] are the logits after drafts[:i]."""
+def accept_matching(rows: np.ndarray, drafts: Sequence[int], seen: list[int], processors, sample) -> tuple[int, int]:
+    """(accepted drafts, next token) for deterministic drafts: at each row, pick a token exactly as
+    plain decoding would (`sample`: argmax, or the plain sampler with its own random stream) and
+    accept the draft iff it is that token; else the pick is the next token. rows[i] are the logits
+    after drafts[:i]. Each pick is a plain pick and takes one draw, as plain decoding's would, so
+    the output is plain decoding's: the same tokens for greedy, the same distribution (and, with a
+    seed, the same draws) for sampling. For a deterministic draft (q = 1 at d) this is the
+    speculative-sampling rule: accepted with probability p(d), else a draw from p without d."""
     history = list(seen)
     for i, d in enumerate(drafts):
-        pick = int(np.argmax(apply_processors(processors, history, rows[i])))
+        pick = sample(apply_processors(processors, history, rows[i]))
         if pick != d:
             return i, pick
         history.append(d)
-    return len(drafts), int(np.argmax(apply_processors(processors, history, rows[len(drafts)])))
+    return len(drafts), sample(apply_processors(processors, history, rows[len(drafts)]))
 
 
 def accept_sampled(rows: np.ndarray, drafts: Sequence[int], q, seen: list[int], processors,
                    params: SamplingParams, rng: np.random.Generator) -> tuple[int, int]:
-    """(accepted drafts, next token) by the speculative-sampling rule. `q[i]` is the draft's
-    (candidates, probs) for drafts[i], or q is None for deterministic drafts."""
+    """(accepted drafts, next token) by the speculative-sampling rule for sampled drafts: `q[i]` is
+    the draft model's (candidates, probs) that drafts[i] was drawn from."""
     history = list(seen)
     for i, d in enumerate(drafts):
         p = target_probs(apply_processors(processors, history, rows[i]), params)
-        if q is None:
-            qd = np.zeros_like(p)
-            qd[d] = 1.0
-        else:
-            qd = np.zeros_like(p)
-            qd[q[i][0]] = q[i][1]
+        qd = np.zeros_like(p)
+        qd[q[i][0]] = q[i][1]
         if qd[d] > 0 and rng.random() * qd[d] < p[d]:          # accept with probability min(1, p/q)
             history.append(d)
             continue
@@ -367,7 +373,6 @@ def speculative_steps(session, cache, logits: np.ndarray, energy, t0: float, *, 
     several per forward. Appends each token to `seen` before yielding it. When the caller stops, the
     cache holds every yielded token but the last (as plain decoding leaves it). `budget`: tokens the
     caller may take (no drafting past it). `rng` draws the acceptance tests and corrections."""
-    greedy = params.temperature == 0
     valid = cache.length                      # what the cache must hold if the caller stops now
     try:
         token = sample(apply_processors(processors, seen, logits))
@@ -393,8 +398,8 @@ def speculative_steps(session, cache, logits: np.ndarray, energy, t0: float, *, 
             t1 = time.perf_counter()
             rows, energy = meter.run(session.forward_all, np.array([token] + draft.tokens, np.int64), cache)
             policy.forward(d + 1, time.perf_counter() - t1)
-            if greedy:
-                a, nxt = accept_greedy(rows, draft.tokens, seen, processors)
+            if draft.q is None:
+                a, nxt = accept_matching(rows, draft.tokens, seen, processors, sample)
             else:
                 a, nxt = accept_sampled(rows, draft.tokens, draft.q, seen, processors, params, rng)
             policy.accepted(draft.key, d, a)
