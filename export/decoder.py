@@ -29,7 +29,7 @@ from edge_llm.manifest import IOSpec
 
 from .families import DecoderConfig
 from .onnx_writer import GraphBuilder
-from .quant import QTensor, dequantize_int4, quantize_int4
+from .quant import QTensor, dequantize, quantize_int4, quantize_int8
 from .recipe import Recipe
 
 MS = "com.microsoft"
@@ -44,7 +44,7 @@ class QuantReport:
         self.rows: list[dict] = []
 
     def add(self, name: str, w: np.ndarray, q: QTensor) -> None:
-        err = dequantize_int4(q) - w
+        err = dequantize(q) - w
         rms = float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) or 1.0
         self.rows.append({"tensor": name, "shape": list(w.shape), "block_size": q.block_size,
                           "max_abs_error": float(np.abs(err).max()),
@@ -71,9 +71,11 @@ class DecoderGraph:
         self.report = QuantReport()
 
     # -- weights -----------------------------------------------------------------------------
-    def _quantize(self, name: str, w: np.ndarray, block: int, *, method: str, hf_name: str) -> QTensor:
+    def _quantize(self, name: str, w: np.ndarray, block: int, *, method: str, hf_name: str, bits: int = 4) -> QTensor:
         r = self.recipe
-        if method == "gptq":
+        if bits == 8:   # 8-bit: plain round to nearest, symmetric (a zero point buys nothing measurable here)
+            q = quantize_int8(w, block_size=block, symmetric=True)
+        elif method == "gptq":
             from .gptq import gptq_quantize
             q = gptq_quantize(w, self.calibrator.hessian(hf_name), block_size=block, symmetric=r.symmetric,
                               clip_search=r.clip_search)
@@ -109,9 +111,10 @@ class DecoderGraph:
         if self.recipe.precision == "fp32":
             return self.g.op1("MatMul", [x, self.g.weight(stored, np.ascontiguousarray(w.T))], f"{path}/MatMul")
         block = self.recipe.block_for(names[0], k)
-        q = self._quantize(stored, w, block, method=self.recipe.method, hf_name=names[0])
+        q = self._quantize(stored, w, block, method=self.recipe.method, hf_name=names[0],
+                           bits=self.recipe.bits_for(names[0]))
         return self.g.op1("MatMulNBits", [x] + self._store_q(stored, q), f"{path}/MatMulNBits", domain=MS,
-                          K=k, N=n_out, bits=4, block_size=block, accuracy_level=self.recipe.accuracy_level)
+                          K=k, N=n_out, bits=q.bits, block_size=block, accuracy_level=self.recipe.accuracy_level)
 
     # -- graph ---------------------------------------------------------------------------------
     def build(self):
@@ -188,21 +191,23 @@ class DecoderGraph:
             sin = g.op1("Cast", [sin], "/model/rotary/Sin/Cast", to=TensorProto.FLOAT16)
         return cos, sin
 
-    def _table_plan(self, name: str, method: str) -> dict:
+    def _table_plan(self, name: str, method: str, bits: int | None = None) -> dict:
         """Names and layout of an int4 (V, d) table read by MatMulNBits (head) and/or GatherBlockQuantized
         (embedding): the packed codes (V, nb, bs/2) serve both as they are."""
         cfg, r = self.cfg, self.recipe
         if r.precision == "fp32":
             return {"name": name, "input": name}
-        block = r.block_for(name, cfg.hidden_size) if r.head_block_size is None else r.lm_head_block
-        inputs = [f"{name}.q4", f"{name}.scales"] + ([] if r.symmetric else [f"{name}.zero_points"])
-        return {"name": name, "block": block, "nb": -(-cfg.hidden_size // block), "inputs": inputs, "method": method}
+        block = r.block_for(name, cfg.hidden_size) if r.head_block_size is None else r.fit(r.lm_head_block, cfg.hidden_size)
+        bits = bits or r.bits_for(name)
+        inputs = [f"{name}.q4", f"{name}.scales"] + ([] if r.symmetric or bits == 8 else [f"{name}.zero_points"])
+        return {"name": name, "block": block, "nb": -(-cfg.hidden_size // block), "inputs": inputs, "method": method,
+                "bits": bits}
 
     def _head_plan(self) -> dict:
         """The lm_head table; tied checkpoints also read their embedding from it. Its values are stored by
         _store_table after the layers, when GPTQ statistics for it exist."""
         name = "model.embed_tokens.weight" if self.cfg.tie_word_embeddings else "lm_head.weight"
-        return self._table_plan(name, self.recipe.head_method)
+        return self._table_plan(name, self.recipe.head_method, self.recipe.head_bits)
 
     def _store_table(self, plan: dict, *, gather: bool) -> None:
         name, g = plan["name"], self.g
@@ -211,7 +216,7 @@ class DecoderGraph:
         if self.recipe.precision == "fp32":
             g.weight(name, w)
             return
-        q = self._quantize(name, w, plan["block"], method=plan["method"], hf_name=name)
+        q = self._quantize(name, w, plan["block"], method=plan["method"], hf_name=name, bits=plan["bits"])
         self._store_q(name, q)
         if gather and q.zero_points is not None:
             from .quant import pack_nibbles, unpack_nibbles
@@ -237,10 +242,10 @@ class DecoderGraph:
             v, nb, bs = cfg.vocab_size, table["nb"], table["block"]
             scales = g.op1("Reshape", [table["inputs"][1], g.const([v, nb, 1])], "/model/embed_tokens/scales/Reshape")
             gbq_in = [table["inputs"][0], ids, scales]
-            if not self.recipe.symmetric:
+            if len(table["inputs"]) > 2:          # asymmetric int4 (8-bit tables are symmetric)
                 gbq_in.append(f"{table['name']}.embed_zero_points")
             x = g.op1("GatherBlockQuantized", gbq_in, "/model/embed_tokens/GatherBlockQuantized", domain=MS,
-                      bits=4, block_size=bs, gather_axis=0, quantize_axis=2)   # (B, S, nb, bs)
+                      bits=table["bits"], block_size=bs, gather_axis=0, quantize_axis=2)   # (B, S, nb, bs)
             shape = g.op1("Concat", [g.op1("Slice", [g.op1("Shape", [ids], "/model/embed_tokens/Shape"), g.const([0]), g.const([2])],
                                            "/model/embed_tokens/Slice"), g.const([nb * bs])],
                           "/model/embed_tokens/Concat", axis=0)
@@ -326,4 +331,4 @@ class DecoderGraph:
             wt = g.op1("Transpose", [head["input"]], "/lm_head/Transpose", perm=[1, 0])
             return g.op1("MatMul", [h, wt], "/lm_head/MatMul")
         return g.op1("MatMulNBits", [h] + head["inputs"], "/lm_head/MatMulNBits", domain=MS, K=cfg.hidden_size,
-                     N=cfg.vocab_size, bits=4, block_size=head["block"], accuracy_level=self.recipe.accuracy_level)
+                     N=cfg.vocab_size, bits=head["bits"], block_size=head["block"], accuracy_level=self.recipe.accuracy_level)

@@ -26,6 +26,7 @@ class QTensor:
     zero_points: np.ndarray | None  # (N, ceil(nb/2)) uint8, or None for symmetric
     shape: tuple[int, int]       # original (N, K)
     block_size: int
+    bits: int = 4                # 8: codes (N, nb, bs) uint8, zero points (N, nb) uint8 (see quantize_int8)
 
     @property
     def nbytes(self) -> int:
@@ -142,3 +143,37 @@ def dequantize_int4(q: QTensor) -> np.ndarray:
     w = _dequant_blocks(codes, q.scales, zp)
     return w.reshape(n, -1)[:, :k]
 
+
+
+def quantize_int8(w: np.ndarray, *, block_size: int = 128, symmetric: bool = True) -> QTensor:
+    """8-bit blocks for MatMulNBits/GatherBlockQuantized `bits=8`: codes (N, nb, bs) uint8 in [0, 255],
+    one code per byte; dequantized `(q - zp) * scale` with zp = 128 for symmetric blocks (no zero-point
+    tensor, onnxruntime's implicit 2^(bits-1)) or a per-block uint8 zp (N, nb) for asymmetric ones.
+    Same range rules as the int4 quantizer (MLAS range2scale / range2scalezp), no clip search: at 8 bits
+    the rounding error is already ~1/16 of int4's."""
+    if block_size not in SUPPORTED_BLOCK_SIZES:
+        raise ValueError(f"block size {block_size} is not one of {SUPPORTED_BLOCK_SIZES}")
+    w = np.asarray(w, dtype=np.float32)
+    n, k = w.shape
+    b = _blocks(w, block_size)                                        # (N, nb, bs)
+    if symmetric:
+        idx = np.abs(b).argmax(axis=-1)[..., None]
+        scale = (np.take_along_axis(b, idx, axis=-1)[..., 0] / -128.0).astype(np.float32)
+        zp = np.full(scale.shape, 128, np.uint8)
+    else:
+        mn, mx = np.minimum(b.min(axis=-1), 0.0), np.maximum(b.max(axis=-1), 0.0)
+        scale = ((mx - mn) / 255.0).astype(np.float32)
+        zp = np.clip(np.round(-mn / np.where(scale == 0, 1.0, scale)), 0, 255).astype(np.uint8)
+    inv = np.where(scale == 0, 0.0, 1.0 / np.where(scale == 0, 1.0, scale)).astype(np.float32)[..., None]
+    codes = np.clip(np.round(b * inv + zp[..., None].astype(np.float32)), 0, 255).astype(np.uint8)
+    return QTensor(codes, scale, None if symmetric else zp, (n, k), block_size, bits=8)
+
+
+def dequantize(q: QTensor) -> np.ndarray:
+    """Inverse of quantize_int4 / quantize_int8: (N, K) float32."""
+    if q.bits == 4:
+        return dequantize_int4(q)
+    n, k = q.shape
+    zp = np.float32(128.0) if q.zero_points is None else q.zero_points[..., None].astype(np.float32)
+    w = (q.codes.astype(np.float32) - zp) * q.scales[..., None]
+    return w.reshape(n, -1)[:, :k]

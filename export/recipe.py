@@ -21,8 +21,11 @@ class Recipe:
     calibration: str | None = None   # text file for GPTQ; None = the bundled edge_llm/data/calibration.txt
     calibration_seqs: int = 16       # calibration sequences of calibration_len tokens
     calibration_len: int = 512
-    overrides: dict = field(default_factory=dict)  # tensor-name substring -> {"block_size": n}
+    overrides: dict = field(default_factory=dict)  # tensor-name substring -> {"block_size": n, "bits": 4|8}
     target: str = "any"              # "arm": keep every tensor on the KleidiAI fast path
+    bits: int = 4                    # linear layers: 4, or 8 (MatMulNBits bits=8, also on the fast path);
+    head_bits: int | None = None     # tied embedding / lm_head table; None = bits. 8-bit is always symmetric
+    fit_block: bool = False          # halve a tensor's block until it divides K: no zero-padded last block
 
     def __post_init__(self):
         if self.precision not in ("int4", "fp32"):
@@ -34,6 +37,9 @@ class Recipe:
         for m in (self.method, self.head_method):
             if m not in ("rtn", "gptq"):
                 raise ExportError(f"quantization method '{m}' is not supported (rtn or gptq)")
+        for b in [self.bits, self.head_bits] + [o.get("bits") for o in self.overrides.values()]:
+            if b is not None and b not in (4, 8):
+                raise ExportError(f"{b}-bit weights are not supported (4 or 8)")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise ExportError(f"accuracy level {self.accuracy_level} must be 0..4")
 
@@ -51,7 +57,22 @@ class Recipe:
             bs = min(bs, 128)
             while bs > 32 and k % bs:
                 bs //= 2
+        return self.fit(bs, k)
+
+    def fit(self, bs: int, k: int) -> int:
+        """With fit_block, the largest block <= bs (halving, down to 16) that divides K: e.g. K=576 takes 64
+        instead of padding 4.5 blocks of 128 to 5 (11% more bytes for the same values)."""
+        while self.fit_block and bs > 16 and k % bs:
+            bs //= 2
         return bs
+
+    def bits_for(self, name: str) -> int:
+        """Bits of a linear layer's weight (the head table's come from head_bits when set)."""
+        bits = self.bits
+        for key, opts in self.overrides.items():
+            if key in name and "bits" in opts:
+                bits = int(opts["bits"])
+        return bits
 
     @property
     def needs_calibration(self) -> bool:
@@ -67,9 +88,19 @@ RECIPES = {
     "rtn-b128": Recipe(block_size=128),
     "clip-asym-b64": Recipe(block_size=64, symmetric=False, clip_search=True),
     "clip-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True),
+    "clip-asym-b32": Recipe(block_size=32, symmetric=False, clip_search=True),
     "gptq-b128": Recipe(block_size=128, clip_search=True, method="gptq"),
     "gptq-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True, method="gptq"),
     "gptq-asym-b64": Recipe(block_size=64, symmetric=False, clip_search=True, method="gptq"),
+    # fit_block: a K that the block does not divide (SmolLM2's 576 with 128) takes a smaller block instead
+    # of a zero-padded one; on K that it divides (the MiniCPM-2B shape) nothing changes.
+    "clip-asym-b128-fit": Recipe(block_size=128, symmetric=False, clip_search=True, fit_block=True),
+    # 8-bit tied embedding/lm_head (MatMulNBits / GatherBlockQuantized bits=8), as llama.cpp's Q4_0 keeps its
+    # output tensor in Q8_0/Q6_K: benchmarks/quality_peers, docs/quality-peers.md
+    "clip-asym-b64-head8": Recipe(block_size=64, symmetric=False, clip_search=True, head_bits=8, head_block_size=128,
+                                  fit_block=True),
+    "clip-asym-b32-head8": Recipe(block_size=32, symmetric=False, clip_search=True, head_bits=8, head_block_size=128,
+                                  fit_block=True),
     "fp32": Recipe(precision="fp32"),
 }
 DEFAULT_RECIPE = "clip-asym-b128"
