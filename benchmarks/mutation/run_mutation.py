@@ -57,7 +57,7 @@ TARGETS = [
     # The signal tests send SIGINT/SIGTERM to the test process, which stops mutmut's own workers; and
     # `os.kill(pid, 0)` (is that process alive?) must not be mutated into a real signal: a test passes
     # the pid of its parent, which under mutmut is mutmut itself.
-    Target("package", "edge_llm/export/package.py", ("tests/test_safety.py",),
+    Target("package", "edge_llm/export/package.py", ("tests/test_safety.py", "tests/test_known_answers_package.py"),
            ("-k", "not sigterm and not sigint and not signal and not sigkill"), skip_lines=(r"os\.kill\(",)),
     # the property tests are left out here (seconds per run x ~500 mutants); their hand-written cases stay in
     Target("checkpoint", "edge_llm/export/checkpoint.py", ("tests/test_checkpoint.py", "tests/test_fuzz_checkpoint.py",
@@ -98,6 +98,23 @@ PROBES = [
      "    if False:", "tests/test_known_answers.py"),
     ("validator tolerance at 1e9", "edge_llm/export/validate.py", "tol = 1e-3 if kv_dtype", "tol = 1e9 if kv_dtype",
      "tests/test_known_answers.py"),
+    ("package: a failed rename forgets the old package", "edge_llm/export/package.py",
+     "            if old is not None:\n                old.rename(target)", "            if old is None:\n                old.rename(target)",
+     "tests/test_known_answers_package.py"),
+    ("package: SIGTERM during the swap is swallowed", "edge_llm/export/package.py",
+     "        raise Terminated(signal.SIGTERM)", "        pass", "tests/test_known_answers_package.py"),
+    ("package: stops cleaning after restoring an old package", "edge_llm/export/package.py",
+     "            continue\n        shutil.rmtree(p, ignore_errors=True)", "            break\n        shutil.rmtree(p, ignore_errors=True)",
+     "tests/test_known_answers_package.py"),
+    ("package: a partial folder with a manifest is promoted", "edge_llm/export/package.py",
+     'if kind == "old" and not target.exists() and is_package(p):', 'if kind == "old" and not target.exists() or is_package(p):',
+     "tests/test_known_answers_package.py"),
+    ("package: another user's live export taken for dead", "edge_llm/export/package.py",
+     "        return True                      # exists, owned by another user",
+     "        return False                      # exists, owned by another user", "tests/test_known_answers_package.py"),
+    ("package: stale folders reported but not deleted", "edge_llm/export/package.py",
+     "        shutil.rmtree(p, ignore_errors=True)\n        removed.append(p)", "        removed.append(p)",
+     "tests/test_known_answers_package.py"),
     ("safetensors tiling check off", "edge_llm/export/checkpoint.py", "self._check_tiling(spans, data_size)", "pass",
      "tests/test_fuzz_checkpoint.py"),
 ]
