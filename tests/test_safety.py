@@ -23,7 +23,8 @@ from edge_llm.errors import ExportError, Terminated
 from edge_llm.export import package
 from edge_llm.export.package import atomic_folder, clean_stale, is_package
 
-from conftest import NEEDS_SHARED, TINY
+# a tiny transformers-made Llama checkpoint from tests/data: these run on a fresh clone, without ../shared
+TINY = Path(__file__).parent / "data" / "tiny-families" / "llama"
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -76,14 +77,12 @@ def ckpt(tmp_path):
 
 # ---------------------------------------------------------------- what --force may replace
 
-@NEEDS_SHARED
 def test_force_onto_the_checkpoint_keeps_every_byte(ckpt):
     before = snapshot(ckpt.parent)
     one_line_error(export(ckpt, "-o", ckpt, "--force"), "is the checkpoint folder")
     assert snapshot(ckpt.parent) == before
 
 
-@NEEDS_SHARED
 @pytest.mark.parametrize("force", [False, True])
 def test_output_inside_the_checkpoint_is_refused(ckpt, force):
     before = snapshot(ckpt.parent)
@@ -91,7 +90,6 @@ def test_output_inside_the_checkpoint_is_refused(ckpt, force):
     assert snapshot(ckpt.parent) == before
 
 
-@NEEDS_SHARED
 def test_force_onto_a_folder_containing_the_checkpoint(ckpt):
     (ckpt.parent / "notes.txt").write_text("mine")
     before = snapshot(ckpt.parent.parent)
@@ -99,7 +97,6 @@ def test_force_onto_a_folder_containing_the_checkpoint(ckpt):
     assert snapshot(ckpt.parent.parent) == before
 
 
-@NEEDS_SHARED
 def test_force_through_a_symlink_to_the_checkpoint(ckpt):
     link = ckpt.parent / "link"
     link.symlink_to(ckpt)
@@ -108,7 +105,6 @@ def test_force_through_a_symlink_to_the_checkpoint(ckpt):
     assert snapshot(ckpt) == before and link.is_symlink()
 
 
-@NEEDS_SHARED
 @pytest.mark.parametrize("make, needle", [
     (lambda d: (d.mkdir(), (d / "thesis.tex").write_text("years of work")), "is not an edge-llm package"),
     (lambda d: (d.mkdir(), (d / "manifest.json").write_text('{"format": "some-other-tool"}')), "is not an edge-llm package"),
@@ -124,7 +120,6 @@ def test_force_onto_something_that_is_not_a_package(ckpt, make, needle):
     assert snapshot(ckpt.parent) == before
 
 
-@NEEDS_SHARED
 def test_existing_package_without_force(ckpt):
     target = fake_package(ckpt.parent / "pkg", "old")
     before = snapshot(ckpt.parent)
@@ -132,7 +127,6 @@ def test_existing_package_without_force(ckpt):
     assert snapshot(ckpt.parent) == before
 
 
-@NEEDS_SHARED
 @pytest.mark.parametrize("format_version", [1, 999])
 def test_force_replaces_a_real_package(ckpt, tiny_int4, format_version):
     target = ckpt.parent / "pkg"
@@ -253,7 +247,6 @@ def _paused_export(tmp_path, ckpt, target) -> tuple[subprocess.Popen, Path]:
     return proc, marker
 
 
-@NEEDS_SHARED
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"),
                                                 (signal.SIGTERM, 143, "terminated")])
 def test_signal_mid_export_keeps_the_old_package_and_no_debris(tmp_path, ckpt, signum, code, word):
@@ -267,7 +260,6 @@ def test_signal_mid_export_keeps_the_old_package_and_no_debris(tmp_path, ckpt, s
     assert debris(ckpt.parent) == []
 
 
-@NEEDS_SHARED
 def test_sigkill_debris_is_cleaned_by_the_next_export(tmp_path, ckpt):
     target = fake_package(ckpt.parent / "pkg", "old")
     proc, _ = _paused_export(tmp_path, ckpt, target)
@@ -327,7 +319,6 @@ def test_a_held_lock_refuses_a_second_export(tmp_path):
     assert (target / "model.onnx.data").read_text() == "new" and debris(tmp_path) == []
 
 
-@NEEDS_SHARED
 def test_a_held_lock_refuses_on_the_command_line(ckpt):
     lock = ckpt.parent / ".pkg.lock"
     with open(lock, "w") as f:
