@@ -179,6 +179,11 @@ def run_target(t: Target, max_children: int) -> dict:
 def run_probes() -> list[dict]:
     """Apply each hand probe to a fresh staged copy and run its tests: each must fail."""
     d = stage(Target("probes", "", ()))
+    env = {**os.environ, "EDGE_LLM_FUZZ": "mutation"}
+    files = sorted({p[4] for p in PROBES})
+    if subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files], cwd=d, env=env,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+        sys.exit("the probes' tests fail on the unmodified code: a probe's failure would prove nothing")
     out = []
     for name, path, old, new, tests in PROBES:
         f = d / path
@@ -189,8 +194,7 @@ def run_probes() -> list[dict]:
         f.write_text(text.replace(old, new))
         try:
             rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", tests],
-                                cwd=d, env={**os.environ, "EDGE_LLM_FUZZ": "mutation"},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+                                cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
         finally:
             f.write_text(text)
         out.append({"probe": name, "file": path, "tests": tests,
@@ -240,7 +244,8 @@ def write_report(results: list[dict]) -> None:
     probes = json.loads((SCRATCH / "probes.json").read_text()) if (SCRATCH / "probes.json").is_file() else []
     if probes:
         out += ["", "## Hand probes: the breakages the issue's first probe found unguarded", "",
-                "`--probes` applies each to a staged copy and runs the named tests, which must fail.", "",
+                "`--probes` first runs the named tests on the unmodified copy (they pass), then applies each breakage "
+                "to a staged copy and runs its tests, which must fail.", "",
                 "| breakage | file | tests | result |", "|---|---|---|---|"]
         out += [f"| {p['probe']} | {p.get('file', '')} | {Path(p.get('tests', '')).name} | {p['result']} |"
                 for p in probes]
