@@ -259,6 +259,9 @@ def write_report(results: list[dict]) -> None:
             short = name.split(".")[-1]
             out += [f"- `{short}` ({r['status'][name]}): {judgement(r['target'], name, diff, rules)}", "  ```diff"]
             out += [f"  {ln}" for ln in diff] + ["  ```"]
+    notes = Path(__file__).resolve().parent / "notes.md"
+    if notes.is_file():                      # facts about particular runs, kept by hand
+        out += ["", notes.read_text(encoding="utf-8").rstrip()]
     REPORT.write_text("\n".join(out) + "\n")
 
 
