@@ -25,6 +25,7 @@ from onnx import TensorProto, helper
 
 from dataclasses import asdict
 
+from edge_llm.errors import ExportError
 from edge_llm.manifest import IOSpec
 
 from .families import DecoderConfig
@@ -84,9 +85,24 @@ class DecoderGraph:
         self.report.add(name, w, q)
         return q
 
+    @property
+    def half(self) -> bool:
+        return self.recipe.scale_dtype == "float16"
+
+    def _scales(self, name: str, q: QTensor) -> np.ndarray:
+        if not self.half:
+            return q.scales
+        if np.abs(q.scales).max(initial=0.0) > np.finfo(np.float16).max:
+            raise ExportError(f"tensor '{name}': a block scale exceeds float16's range; export it with a recipe "
+                              f"that keeps float32 scales")
+        return q.scales.astype(np.float16)  # tiny blocks become fp16 subnormals: absolute error stays tiny
+
+    def _cast(self, x: str, path: str, to: int) -> str:
+        return self.g.op1("Cast", [x], path, to=to) if self.half else x
+
     def _store_q(self, name: str, q: QTensor) -> list[str]:
         g = self.g
-        inputs = [g.weight(f"{name}.q4", q.codes), g.weight(f"{name}.scales", q.scales)]
+        inputs = [g.weight(f"{name}.q4", q.codes), g.weight(f"{name}.scales", self._scales(name, q))]
         if q.zero_points is not None:
             inputs.append(g.weight(f"{name}.zero_points", q.zero_points))
         return inputs
@@ -113,8 +129,10 @@ class DecoderGraph:
         block = self.recipe.block_for(names[0], k)
         q = self._quantize(stored, w, block, method=self.recipe.method, hf_name=names[0],
                            bits=self.recipe.bits_for(names[0]))
-        return self.g.op1("MatMulNBits", [x] + self._store_q(stored, q), f"{path}/MatMulNBits", domain=MS,
-                          K=k, N=n_out, bits=q.bits, block_size=block, accuracy_level=self.recipe.accuracy_level)
+        x = self._cast(x, f"{path}/Cast", TensorProto.FLOAT16)
+        y = self.g.op1("MatMulNBits", [x] + self._store_q(stored, q), f"{path}/MatMulNBits", domain=MS,
+                       K=k, N=n_out, bits=q.bits, block_size=block, accuracy_level=self.recipe.accuracy_level)
+        return self._cast(y, f"{path}/Cast_out", TensorProto.FLOAT)
 
     # -- graph ---------------------------------------------------------------------------------
     def build(self):
@@ -252,6 +270,7 @@ class DecoderGraph:
             x = g.op1("Reshape", [x, shape], "/model/embed_tokens/Reshape")
             if nb * bs != cfg.hidden_size:
                 x = g.op1("Slice", [x, g.const([0]), g.const([cfg.hidden_size]), g.const([2])], "/model/embed_tokens/Trim")
+            x = self._cast(x, "/model/embed_tokens/Cast", TensorProto.FLOAT)
         if cfg.embedding_scale == 1.0:
             return x
         return g.op1("Mul", [x, g.const(cfg.embedding_scale, np.float32)], "/model/embed_tokens/scale/Mul")
@@ -330,5 +349,7 @@ class DecoderGraph:
         if self.recipe.precision == "fp32":
             wt = g.op1("Transpose", [head["input"]], "/lm_head/Transpose", perm=[1, 0])
             return g.op1("MatMul", [h, wt], "/lm_head/MatMul")
-        return g.op1("MatMulNBits", [h] + head["inputs"], "/lm_head/MatMulNBits", domain=MS, K=cfg.hidden_size,
-                     N=cfg.vocab_size, bits=head["bits"], block_size=head["block"], accuracy_level=self.recipe.accuracy_level)
+        h = self._cast(h, "/lm_head/Cast", TensorProto.FLOAT16)
+        y = g.op1("MatMulNBits", [h] + head["inputs"], "/lm_head/MatMulNBits", domain=MS, K=cfg.hidden_size,
+                  N=cfg.vocab_size, bits=head["bits"], block_size=head["block"], accuracy_level=self.recipe.accuracy_level)
+        return self._cast(y, "/lm_head/Cast_out", TensorProto.FLOAT)

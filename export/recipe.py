@@ -26,6 +26,8 @@ class Recipe:
     bits: int = 4                    # linear layers: 4, or 8 (MatMulNBits bits=8, also on the fast path);
     head_bits: int | None = None     # tied embedding / lm_head table; None = bits. 8-bit is always symmetric
     fit_block: bool = False          # halve a tensor's block until it divides K: no zero-padded last block
+    scale_dtype: str = "float32"     # "float16": half the scale bytes; MatMulNBits/GatherBlockQuantized then run
+                                     # on float16 activations, cast from/to the float32 residual stream around them
 
     def __post_init__(self):
         if self.precision not in ("int4", "fp32"):
@@ -40,6 +42,8 @@ class Recipe:
         for b in [self.bits, self.head_bits] + [o.get("bits") for o in self.overrides.values()]:
             if b is not None and b not in (4, 8):
                 raise ExportError(f"{b}-bit weights are not supported (4 or 8)")
+        if self.scale_dtype not in ("float32", "float16"):
+            raise ExportError(f"scale dtype '{self.scale_dtype}' is not supported (float32 or float16)")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise ExportError(f"accuracy level {self.accuracy_level} must be 0..4")
 

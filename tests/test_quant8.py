@@ -95,3 +95,38 @@ def test_head8_recipe_graph_and_quality(tmp_path, family):
     ref = ModelSession(tmp_path / "fp32", threads=1).logits_all(ids)
     err = {k: float(np.abs(ModelSession(tmp_path / k, threads=1).logits_all(ids) - ref).mean()) for k in ("h8", "b64")}
     assert err["h8"] < err["b64"], err
+
+
+@pytest.mark.parametrize("family", ["llama", "llama-untied"])
+def test_float16_scales_halve_scale_bytes_and_keep_the_logits(tmp_path, family):
+    """scale_dtype float16: MatMulNBits/GatherBlockQuantized take float16 scales and run between Casts."""
+    from edge_llm.session import ModelSession
+    src = DATA / family
+    base = dict(block_size=32, symmetric=False, clip_search=True, head_bits=8, accuracy_level=0)
+    export_checkpoint(src, tmp_path / "f32", recipe=Recipe(**base))
+    export_checkpoint(src, tmp_path / "f16", recipe=Recipe(**base, scale_dtype="float16"))
+    g = onnx.load(str(tmp_path / "f16" / "model.onnx"), load_external_data=False).graph
+    scales = {i.name: i.data_type for i in g.initializer if i.name.endswith(".scales")}
+    assert scales and set(scales.values()) == {onnx.TensorProto.FLOAT16}
+    n_mm = sum(n.op_type == "MatMulNBits" for n in g.node)
+    n_gbq = sum(n.op_type == "GatherBlockQuantized" for n in g.node)
+    to16 = [n for n in g.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16]
+    assert len(to16) == n_mm                                   # one per MatMulNBits input (q|k|v share one)
+    assert sum(n.op_type == "Cast" and n.name.endswith("/Cast_out") for n in g.node) == n_mm
+    size = lambda k: (tmp_path / k / "model.onnx.data").stat().st_size
+    assert size("f16") < size("f32")
+    ids = list(range(3, 60))
+    a = ModelSession(tmp_path / "f32", threads=1).logits_all(ids)
+    b = ModelSession(tmp_path / "f16", threads=1).logits_all(ids)
+    assert float(np.abs(a - b).max()) < 2e-2 * max(1.0, float(np.abs(a).max()))
+    assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.95
+
+
+def test_float16_scale_overflow_names_the_tensor():
+    from edge_llm.export.decoder import DecoderGraph
+    from edge_llm.export.quant import quantize_int4
+    q = quantize_int4(np.full((2, 32), 1e6, np.float32), block_size=32)
+    graph = DecoderGraph.__new__(DecoderGraph)
+    graph.recipe = Recipe(scale_dtype="float16")
+    with pytest.raises(ExportError, match="model.layers.0.mlp.down_proj.weight"):
+        graph._scales("model.layers.0.mlp.down_proj.weight", q)

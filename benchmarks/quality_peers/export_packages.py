@@ -1,6 +1,10 @@
 """Export one checkpoint with every edge-llm recipe (or the ones named) into OUT/<recipe>/.
 
     python benchmarks/quality_peers/export_packages.py CHECKPOINT_DIR OUT [--recipes a,b,...] [--force]
+        [--custom 'NAME={"block_size": 32, "symmetric": false, "head_bits": 8, ...}' ...]
+
+--custom exports a Recipe built from the JSON fields (points off the registered recipes, e.g. to find
+which byte budget matches a llama.cpp format).
 
 OUT/fp32 is the reference for score.py. Packages that already exist are kept unless --force.
 Export seconds are written to OUT/export_seconds.json (outside the packages, so sizes stay exact).
@@ -13,7 +17,7 @@ import time
 from pathlib import Path
 
 from edge_llm.export.exporter import export_checkpoint
-from edge_llm.export.recipe import RECIPES
+from edge_llm.export.recipe import RECIPES, Recipe
 
 
 def main() -> None:
@@ -22,15 +26,20 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names [all]")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--custom", action="append", default=[], help='NAME=JSON of Recipe fields')
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.recipes.split(","):
+    plans = {name: RECIPES[name] for name in args.recipes.split(",") if name}
+    for spec in args.custom:
+        name, fields = spec.split("=", 1)
+        plans[name] = Recipe(**json.loads(fields))
+    for name, recipe in plans.items():
         dest = args.out / name
         if (dest / "manifest.json").is_file() and not args.force:
             print(f"{name}: kept {dest}", flush=True)
             continue
         t0 = time.perf_counter()
-        res = export_checkpoint(args.checkpoint, dest, recipe=RECIPES[name], force=args.force, validate=False)
+        res = export_checkpoint(args.checkpoint, dest, recipe=recipe, force=args.force, validate=False)
         seconds = time.perf_counter() - t0
         times_file = args.out / "export_seconds.json"
         times = json.loads(times_file.read_text()) if times_file.is_file() else {}
