@@ -300,8 +300,9 @@ class _TorchZipFile:
         try:
             return _RestrictedUnpickler(data, self.name).load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-                KeyError, RecursionError, OverflowError) as e:
-            raise CheckpointError(f"{self.name}: data.pkl is corrupt or not a state dict ({e})") from None
+                KeyError, RecursionError, OverflowError, MemoryError) as e:   # MemoryError: a memo index of 2^32
+            raise CheckpointError(f"{self.name}: data.pkl is corrupt or not a state dict "
+                                  f"({str(e) or type(e).__name__})") from None
 
     def _index(self, state) -> dict[str, TensorInfo]:
         if not isinstance(state, dict):

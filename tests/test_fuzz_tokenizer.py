@@ -8,7 +8,7 @@ sentencepiece tokenizer of the trained fixture (skipped when ../shared is absent
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, reject, strategies as st
 
 from conftest import TINY
 from fuzz_settings import fuzz
@@ -44,6 +44,8 @@ def test_streamed_text_equals_full_decode(tok, text):
     ids = tok.encode(text)
     pieces = _stream(tok, ids)
     full = tok.decode(ids)
+    if full.endswith("\ufffd") and not "".join(pieces).endswith("\ufffd"):
+        reject()                  # reported: a real trailing U+FFFD is dropped (test_trailing_replacement_character)
     assert "".join(pieces) == full
     if "\ufffd" not in full:
         assert not any("\ufffd" in p for p in pieces)
@@ -74,3 +76,10 @@ def test_encoding_is_stable_after_one_round_trip(tok, text):
 def test_bos_only_when_asked(tok, text, bos):
     ids = tok.encode(text, bos=bos)
     assert (ids[:1] == [1]) == bos          # "<s>" typed in the text is plain text, never BOS
+
+
+@pytest.mark.xfail(strict=False, reason="found by the fuzz campaign, reported to the tokenizer owner: StreamDecoder.flush "
+                                        "strips a trailing U+FFFD that is a real character of the text, not a cut one")
+def test_trailing_replacement_character(tok):
+    ids = tok.encode("a\ufffd")
+    assert "".join(_stream(tok, ids)) == tok.decode(ids) == "a\ufffd"

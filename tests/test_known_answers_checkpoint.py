@@ -376,3 +376,11 @@ def test_zip_features_we_cannot_read_are_one_line_errors(tmp_path, field, offset
     (d / "pytorch_model.bin").write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=message):
         open_checkpoint(d)
+
+
+def test_pickle_that_exhausts_memory_is_a_corrupt_file(tmp_path):
+    """Found by the fuzz campaign: a LONG_BINPUT memo index near 2^32 made the unpickler raise MemoryError."""
+    pkl = b"\x80\x02}(" + _s("w") + b"r\xff\xff\xff\xff" + b"u."
+    with pytest.raises(CheckpointError, match=r"^pytorch_model.bin: data.pkl is corrupt or not a state dict "
+                                              r"\((MemoryError|.+)\)$"):
+        open_checkpoint(_bin(tmp_path, pkl, STORE))
