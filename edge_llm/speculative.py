@@ -105,7 +105,7 @@ class DraftPolicy:
     trials, plus an optimism bonus that shrinks with evidence (so an untried key gets tried).
     Expected tokens for d drafts at acceptance a: 1 + a + ... + a^d; d maximises expected tokens per
     expected time and is 0 unless that beats plain decoding by `margin`. While nothing is drafted,
-    the evidence fades — a key's counts by `forget` per chance, the oldest cost observation every
+    the evidence fades — a key's counts by `forget` per chance, the oldest cost observations every
     `1 / forget` chances — so neither a bad stretch of text nor a slow moment turns drafting off for good.
     """
 
@@ -117,13 +117,17 @@ class DraftPolicy:
         self.slope_prior = slope_prior
         self.slopes: deque[float] = deque(maxlen=9)   # recent (t_rows / t1 - 1) / (rows - 1)
         self.declined = 0
-        self.draft_cost = 0.0                  # seconds of a draft-model step relative to t1 (EMA)
+        self.draft_costs: deque[float] = deque(maxlen=9)   # recent draft-model steps, seconds / t1
         self.acc: dict = {}                    # key -> [accepted, trials] (decayed counts)
 
     def alpha(self, key, *, optimistic: bool = False) -> float:
         a, n = self.acc.get(key, (0.0, 0.0))
         est = (a + 2.0 * self.alpha_prior) / (n + 2.0)
         return min(1.0, est + self.bonus / np.sqrt(n + 2.0)) if optimistic else est
+
+    @property
+    def draft_cost(self) -> float:
+        return float(np.median(self.draft_costs)) if self.draft_costs else 0.0
 
     @property
     def slope(self) -> float:
@@ -149,8 +153,10 @@ class DraftPolicy:
                 a, n = self.acc[key]
                 self.acc[key] = [a * (1 - self.forget), n * (1 - self.forget)]
             self.declined += 1
-            if self.slopes and self.declined % max(1, round(1 / self.forget)) == 0:
-                self.slopes.popleft()
+            if self.declined % max(1, round(1 / self.forget)) == 0:
+                for obs in (self.slopes, self.draft_costs):
+                    if obs:
+                        obs.popleft()
         return best
 
     def new_reply(self) -> None:
@@ -166,9 +172,9 @@ class DraftPolicy:
             self.slopes.append(max(0.0, (seconds / self.t1 - 1.0) / (rows - 1)))
 
     def draft_step(self, seconds: float) -> None:
-        """A draft-model step took `seconds` (its cost counts against drafting)."""
+        """A one- or two-token draft-model step took `seconds` (its cost counts against drafting)."""
         if self.t1:
-            self.draft_cost = 0.8 * self.draft_cost + 0.2 * seconds / self.t1 if self.draft_cost else seconds / self.t1
+            self.draft_costs.append(seconds / self.t1)
 
     def accepted(self, key, drafted: int, accepted: int) -> None:
         a, n = self.acc.get(key, (0.0, 0.0))
@@ -238,7 +244,8 @@ class ModelDrafter:
         self.cache.truncate(n)
         t0 = time.perf_counter()
         logits = self.session.forward(np.asarray(ctx[n:], np.int64), self.cache)
-        policy.draft_step(time.perf_counter() - t0)
+        if len(ctx) - n <= 2:                      # not the draft's prefill of the prompt
+            policy.draft_step(time.perf_counter() - t0)
         self.fed = list(ctx)
         tokens, qs, history = [], [], list(ctx)
         for i in range(d):

@@ -350,6 +350,12 @@ def test_policy_drafts_only_when_it_pays_and_tries_again_later():
     for _ in range(400):                                  # off for cost: the cost evidence fades too,
         cheap.length(8, "good")                           # and drafting is measured again
     assert cheap.length(8, "good") > 0
+    for _ in range(5):                                    # a draft model as slow as the target never pays
+        p.draft_step(0.010)
+    assert p.length(8, "good") == 0
+    for _ in range(9):
+        p.draft_step(0.001)                               # a tenth of it does, at this acceptance
+    assert p.length(8, "good") > 2
 
 
 def test_settings_records_and_refusals(bundled, fp32_family):
