@@ -163,7 +163,10 @@ def _build(cls, section: Any, where: str):
     if missing:
         raise PackageError(f"{where}: missing field(s) {', '.join(missing)}")
     kw = {k: v for k, v in section.items() if k in names}
+    types = {f.name: f.type for f in fields(cls)}
     for k, v in kw.items():
+        if not _type_ok(v, types[k]):
+            raise PackageError(f"{where}.{k}: {type(v).__name__} {v!r:.40} is not a valid {types[k]}")
         if isinstance(v, list):
             kw[k] = tuple(v)
         elif isinstance(v, dict):
@@ -172,6 +175,26 @@ def _build(cls, section: Any, where: str):
         return cls(**kw)
     except TypeError as e:
         raise PackageError(f"{where}: {e}") from e
+
+
+_SCALARS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "Path": (str,)}
+
+
+def _type_ok(v: Any, annotation: str) -> bool:
+    """Does a JSON value fit a field annotation of these dataclasses (str, int | None, tuple[int, ...]…)?"""
+    options = [a.strip() for a in annotation.split("|")]
+    if v is None:
+        return "None" in options
+    for a in options:
+        if a.startswith("tuple[") and isinstance(v, list):
+            item = _SCALARS[a[6:].split(",")[0].strip()]
+            if all(isinstance(x, item) and not (isinstance(x, bool) and bool not in item) for x in v):
+                return True
+        elif a.startswith("Mapping") and isinstance(v, dict):
+            return True
+        elif a in _SCALARS and isinstance(v, _SCALARS[a]) and not (isinstance(v, bool) and a != "bool"):
+            return True
+    return False
 
 
 def load_manifest(package_dir, *, check_files: bool = True) -> Manifest:
@@ -194,8 +217,10 @@ def load_manifest(package_dir, *, check_files: bool = True) -> Manifest:
     missing = [k for k in ("model", "files", "io", "kv_cache", "tokenizer") if k not in data]
     if missing:
         raise PackageError(f"{path}: missing section(s) {', '.join(missing)}")
-    if not isinstance(data["files"], dict):
-        raise PackageError(f"{path}: files: expected an object")
+    for key in ("files", "model", "io", "kv_cache", "tokenizer", "generation", "quantization", "chat"):
+        optional = key in ("generation", "quantization", "chat")
+        if key in data and not isinstance(data[key], dict) and not (optional and data[key] is None):
+            raise PackageError(f"{path}: {key}: expected an object")
     kv = _build(KVSpec, data["kv_cache"], f"{path}: kv_cache")
     if kv.dtype not in KV_ITEMSIZE:
         raise PackageError(f"{path}: kv_cache.dtype '{kv.dtype}' is not supported ({', '.join(KV_ITEMSIZE)})")
