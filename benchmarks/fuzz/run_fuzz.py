@@ -122,6 +122,9 @@ def report(args, output: str, junit: Path, wall: float) -> str:
         for where, text in failures:
             falsifying = re.findall(r"(?:Falsifying example|Failing test case): .*?(?=\n\S|\Z)", text, re.S)
             lines += [f"### {where}", "", "```", (falsifying[0] if falsifying else text)[:1500].rstrip(), "```", ""]
+    notes = Path(__file__).resolve().parent / "notes.md"
+    if notes.is_file():                      # what earlier runs found and what became of it, kept by hand
+        lines += ["", notes.read_text(encoding="utf-8").rstrip()]
     return "\n".join(lines) + "\n"
 
 
