@@ -93,6 +93,10 @@ def parse_speculate(text: str | None) -> Speculation:
 
 
 # ------------------------------------------------------------------------------------- draft policy
+def _median(xs) -> float:
+    s = sorted(xs)
+    m = len(s) // 2
+    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
 class DraftPolicy:
     """Chooses how many draft tokens to check, from measured forward costs and acceptance so far.
 
@@ -123,29 +127,30 @@ class DraftPolicy:
     def alpha(self, key, *, optimistic: bool = False) -> float:
         a, n = self.acc.get(key, (0.0, 0.0))
         est = (a + 2.0 * self.alpha_prior) / (n + 2.0)
-        return min(1.0, est + self.bonus / np.sqrt(n + 2.0)) if optimistic else est
+        return min(1.0, est + self.bonus / (n + 2.0) ** 0.5) if optimistic else est
 
     @property
     def draft_cost(self) -> float:
-        return float(np.median(self.draft_costs)) if self.draft_costs else 0.0
+        return _median(self.draft_costs) if self.draft_costs else 0.0
 
     @property
     def slope(self) -> float:
-        obs = list(self.slopes)
-        return float(np.median(obs + [self.slope_prior] * max(0, 3 - len(obs))))
+        return _median(list(self.slopes) + [self.slope_prior] * max(0, 3 - len(self.slopes)))
 
-    def expected_rate(self, d: int, alpha: float) -> float:
+    def expected_rate(self, d: int, alpha: float, *, per_draft: float | None = None) -> float:
+        """Expected tokens per unit of time (one plain step = 1) when checking d drafts."""
+        per_draft = self.slope + self.draft_cost if per_draft is None else per_draft
         tokens = d + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (d + 1)) / (1.0 - alpha)
-        return tokens / (1.0 + self.slope * d + self.draft_cost * d)
+        return tokens / (1.0 + per_draft * d)
 
     def length(self, available: int, key) -> int:
         """How many of `available` draft tokens to check (0: decode one token plainly)."""
         if available <= 0 or self.t1 is None:          # the first step measures the one-row cost
             return 0
-        alpha = self.alpha(key, optimistic=True)
+        alpha, per_draft = self.alpha(key, optimistic=True), self.slope + self.draft_cost
         best, best_rate = 0, 1.0 + self.margin
         for d in range(1, min(available, self.max_draft) + 1):
-            rate = self.expected_rate(d, alpha)
+            rate = self.expected_rate(d, alpha, per_draft=per_draft)
             if rate > best_rate:
                 best, best_rate = d, rate
         if best == 0:                                  # not drafting: old evidence fades
