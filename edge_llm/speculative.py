@@ -100,10 +100,12 @@ def _median(xs) -> float:
 class DraftPolicy:
     """Chooses how many draft tokens to check, from measured forward costs and acceptance so far.
 
-    Cost: seconds of a target forward of r rows is modelled as t1 * (1 + slope * (r - 1)), t1 an
-    average of one-row forwards, slope the median of what the last multi-row forwards showed (with
-    `slope_prior` standing in while there are fewer than three; a shared machine gives outliers);
-    a draft model's step adds `draft_cost` (relative to t1) per draft token.
+    Cost, in one-row steps (t1, an average of one-row forwards): a forward of r rows costs the median
+    of its own recent observations when r has been seen, else 1 + slope * (r - 1), slope the median
+    of what recent multi-row forwards showed per extra row (`slope_prior` standing in while there are
+    fewer than three), and never less than a fewer-row forward was seen to cost (kernels can jump at
+    some row count); a draft model adds `draft_cost` per draft token. Medians, because a shared
+    machine gives outliers.
     Acceptance: per drafter key (the n-gram length, or "model"), the probability that a draft token
     is accepted when the ones before it were, from decayed counts with `alpha_prior` as two pseudo-
     trials, plus an optimism bonus that shrinks with evidence (so an untried key gets tried).
@@ -119,9 +121,10 @@ class DraftPolicy:
         self.alpha_prior = alpha_prior
         self.t1: float | None = None           # seconds of a one-row target forward (EMA)
         self.slope_prior = slope_prior
-        self.slopes: deque[float] = deque(maxlen=9)   # recent (t_rows / t1 - 1) / (rows - 1)
+        self.slopes: deque[float] = deque(maxlen=9)           # recent (t_r / t1 - 1) / (r - 1)
+        self.row_costs: dict[int, deque[float]] = {}          # r -> recent t_r / t1
+        self.draft_costs: deque[float] = deque(maxlen=9)      # recent draft-model steps / t1
         self.declined = 0
-        self.draft_costs: deque[float] = deque(maxlen=9)   # recent draft-model steps, seconds / t1
         self.acc: dict = {}                    # key -> [accepted, trials] (decayed counts)
 
     def alpha(self, key, *, optimistic: bool = False) -> float:
@@ -137,20 +140,30 @@ class DraftPolicy:
     def slope(self) -> float:
         return _median(list(self.slopes) + [self.slope_prior] * max(0, 3 - len(self.slopes)))
 
-    def expected_rate(self, d: int, alpha: float, *, per_draft: float | None = None) -> float:
-        """Expected tokens per unit of time (one plain step = 1) when checking d drafts."""
-        per_draft = self.slope + self.draft_cost if per_draft is None else per_draft
+    def costs(self, max_rows: int) -> list[float]:
+        """Predicted cost of a forward of 0..max_rows rows, in one-row steps."""
+        slope, seen = self.slope, {r: _median(v) for r, v in self.row_costs.items() if v}
+        out, floor = [0.0, 1.0], 1.0
+        for r in range(2, max_rows + 1):
+            c = max(seen.get(r, 1.0 + slope * (r - 1)), floor)
+            floor = max(floor, seen.get(r, 0.0))
+            out.append(c)
+        return out
+
+    def expected_rate(self, d: int, alpha: float, cost: float) -> float:
+        """Expected tokens per one-row step's time when checking d drafts in a forward of `cost`."""
         tokens = d + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (d + 1)) / (1.0 - alpha)
-        return tokens / (1.0 + per_draft * d)
+        return tokens / (cost + self.draft_cost * d)
 
     def length(self, available: int, key) -> int:
         """How many of `available` draft tokens to check (0: decode one token plainly)."""
         if available <= 0 or self.t1 is None:          # the first step measures the one-row cost
             return 0
-        alpha, per_draft = self.alpha(key, optimistic=True), self.slope + self.draft_cost
+        top = min(available, self.max_draft)
+        alpha, costs = self.alpha(key, optimistic=True), self.costs(top + 1)
         best, best_rate = 0, 1.0 + self.margin
-        for d in range(1, min(available, self.max_draft) + 1):
-            rate = self.expected_rate(d, alpha, per_draft=per_draft)
+        for d in range(1, top + 1):
+            rate = self.expected_rate(d, alpha, costs[d + 1])
             if rate > best_rate:
                 best, best_rate = d, rate
         if best == 0:                                  # not drafting: old evidence fades
@@ -159,7 +172,7 @@ class DraftPolicy:
                 self.acc[key] = [a * (1 - self.forget), n * (1 - self.forget)]
             self.declined += 1
             if self.declined % max(1, round(1 / self.forget)) == 0:
-                for obs in (self.slopes, self.draft_costs):
+                for obs in (self.slopes, self.draft_costs, *self.row_costs.values()):
                     if obs:
                         obs.popleft()
         return best
@@ -174,7 +187,9 @@ class DraftPolicy:
         if rows == 1:
             self.t1 = seconds if self.t1 is None else 0.8 * self.t1 + 0.2 * seconds
         elif self.t1:
-            self.slopes.append(max(0.0, (seconds / self.t1 - 1.0) / (rows - 1)))
+            ratio = seconds / self.t1
+            self.slopes.append(max(0.0, (ratio - 1.0) / (rows - 1)))
+            self.row_costs.setdefault(rows, deque(maxlen=5)).append(ratio)
 
     def draft_step(self, seconds: float) -> None:
         """A one- or two-token draft-model step took `seconds` (its cost counts against drafting)."""

@@ -350,6 +350,14 @@ def test_policy_drafts_only_when_it_pays_and_tries_again_later():
     for _ in range(400):                                  # off for cost: the cost evidence fades too,
         cheap.length(8, "good")                           # and drafting is measured again
     assert cheap.length(8, "good") > 0
+    cliff = DraftPolicy(max_draft=8)                      # a kernel that jumps at 5 rows (seen on the tiny model)
+    cliff.forward(1, 0.001)
+    for rows, sec in ((2, 0.0012), (3, 0.0014), (5, 0.019)) * 3:
+        cliff.forward(rows, sec)
+    for _ in range(10):
+        cliff.accepted("good", 8, 8)
+    assert cliff.costs(6)[5] > 15 and cliff.costs(6)[6] > 15      # no cheaper past the jump
+    assert cliff.length(8, "good") == 3
     for _ in range(5):                                    # a draft model as slow as the target never pays
         p.draft_step(0.010)
     assert p.length(8, "good") == 0
