@@ -14,7 +14,7 @@ from .chat_template import chat_ids
 from .errors import PackageError
 from .tokenizer import Tokenizer
 
-DEFAULT_SPECULATE = "off"   # edge_llm.speculative; see docs/speculative.md for where it pays
+DEFAULT_SPECULATE = "auto"  # edge_llm.speculative: lookup where it is exact (docs/speculative.md)
 
 
 class Model:
@@ -30,7 +30,7 @@ class Model:
         """Speculative decoding for later replies: "auto" | "off" | "lookup" | "draft:PACKAGE_DIR"
         (edge_llm.speculative; greedy replies keep their tokens, sampled ones their distribution)."""
         try:
-            spec = parse_speculate(how)
+            spec = parse_speculate(how).resolve(self.manifest)
         except ValueError as e:
             raise EdgeLLMError(f"--speculate: {e}") from e
         self.speculator = Speculator(spec, self.session) if spec.enabled else None

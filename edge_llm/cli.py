@@ -230,8 +230,9 @@ def _speculate_option():
         ctx.meta["edge_llm.speculate"] = value
     return click.option("--speculate", default="auto", show_default=True, callback=check, expose_value=False,
                         metavar="auto|off|lookup|draft:PACKAGE",
-                        help="Speculative decoding: n-gram prompt lookup or a same-tokenizer draft model; "
-                             "'auto' drafts only while it measures faster (docs/speculative.md).")
+                        help="Speculative decoding: n-gram prompt lookup or a same-tokenizer draft model. "
+                             "'auto' is lookup on packages where it keeps greedy output exact (fp32 "
+                             "activations), off on int8-activation ones (docs/speculative.md).")
 
 
 def _load(package_dir, threads, context_length):

@@ -62,10 +62,11 @@ NGRAM_MAX = 3           # longest n-gram looked up
 @dataclass(frozen=True)
 class Speculation:
     """What `--speculate` asked for: "off", "lookup" (n-gram prompt lookup) or "draft" (a draft
-    package). "auto" resolves to lookup: the policy turns drafting off by itself where it does not pay."""
+    package); `auto` marks lookup asked for by "auto", which `resolve` keeps only where it is exact."""
     mode: str = "lookup"
     draft: Path | None = None
     max_draft: int = MAX_DRAFT
+    auto: bool = False
 
     def __post_init__(self):
         if self.mode not in ("off", "lookup", "draft"):
@@ -79,11 +80,30 @@ class Speculation:
     def enabled(self) -> bool:
         return self.mode != "off"
 
+    def resolve(self, manifest) -> "Speculation":
+        """"auto" is lookup on packages whose k-row forward rounds like the 1-row one, off elsewhere:
+        there speculation would change what a greedy reply says at near-ties (module docstring)."""
+        if self.auto and not rows_exact(manifest):
+            return Speculation("off")
+        return self
+
+
+def rows_exact(manifest) -> bool:
+    """True when the package computes in float32 throughout (fp32 weights, or int4 weights with
+    float32 activations: accuracy_level 0 or 1), so a forward of k rows gives each row the logits of
+    a one-row forward to float32 rounding. int8 activations (accuracy_level 4, the default recipe)
+    quantise each row's activations, and the k-row and 1-row kernels' rounding differences can move
+    a logit by a large fraction of one; see docs/speculative.md."""
+    q = manifest.quantization
+    return q.get("precision") == "fp32" or int(q.get("accuracy_level", 4)) <= 1
+
 
 def parse_speculate(text: str | None) -> Speculation:
     """`auto` | `off` | `lookup` | `draft:PACKAGE_DIR` (None = auto)."""
     text = (text or "auto").strip()
-    if text in ("auto", "lookup"):
+    if text == "auto":
+        return Speculation("lookup", auto=True)
+    if text == "lookup":
         return Speculation("lookup")
     if text == "off":
         return Speculation("off")

@@ -367,7 +367,12 @@ def test_policy_drafts_only_when_it_pays_and_tries_again_later():
 
 
 def test_settings_records_and_refusals(bundled, fp32_family):
-    assert parse_speculate(None) == parse_speculate("auto") == Speculation("lookup")
+    assert parse_speculate(None) == parse_speculate("auto") == Speculation("lookup", auto=True)
+    assert parse_speculate("lookup") == Speculation("lookup")
+    # auto: lookup where the k-row forward is exact (fp32), off on int8 activations (the bundled package)
+    assert Model(fp32_family["llama"].session, speculate="auto").speculator is not None
+    assert Model(bundled.session, speculate="auto").speculator is None
+    assert Model(bundled.session, speculate="lookup").speculator is not None
     assert parse_speculate("off").enabled is False
     assert parse_speculate("draft:/x/y").draft == Path("/x/y")
     for bad in ("draft:", "fast", "lookup:3"):
