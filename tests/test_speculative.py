@@ -297,7 +297,7 @@ def test_sampling_with_drafts_keeps_the_bundled_models_distribution(bundled):
             for pos in (1, 2):
                 c = counts[mode][pos - 1]
                 c[recs[pos].token_id] = c.get(recs[pos].token_id, 0) + 1
-    assert drafted > n and 0.2 < accepted / drafted < 0.8      # both branches of the rule ran
+    assert drafted >= n and 0.2 < accepted / drafted < 0.8     # both branches of the rule ran
     for pos in (0, 1):
         a, b = counts["plain"][pos], counts["spec"][pos]
         keys = sorted(set(a) | set(b))
