@@ -65,7 +65,8 @@ def _filtered_probs(logits: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, 
     n = logits.shape[0]
     k = p.top_k if 0 < p.top_k < n else n
     # Only the best candidates can survive top-k/top-p: partition instead of sorting 100k+ logits.
-    m = min(k, NUCLEUS_CANDIDATES) if p.top_p < 1.0 or k < n else n
+    # top-k keeps exactly k candidates; top-p alone starts from NUCLEUS_CANDIDATES and widens if it must
+    m = k if k < n else (min(n, NUCLEUS_CANDIDATES) if p.top_p < 1.0 else n)
     if m < n:
         cand = np.argpartition(-logits, m - 1)[:m]
     else:

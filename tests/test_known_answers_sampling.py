@@ -108,8 +108,6 @@ def test_sampling_params_refuse_out_of_range_values(bad):
         SamplingParams(**bad)
 
 
-@pytest.mark.xfail(reason="sampling.py caps top_k at NUCLEUS_CANDIDATES (1024) candidates: top_k=2000 keeps "
-                          "1024 tokens; reported to the sampling owner", strict=False)
 def test_top_k_above_the_candidate_window_keeps_k_tokens():
     assert len(_kept(np.zeros(5000), top_k=2000)[0]) == 2000
 
