@@ -211,9 +211,12 @@ def pooled(rows: list[dict], names) -> dict:
 def markdown(res: dict) -> str:
     L = [f"# Speculative decoding: {res['package']}", "",
          f"`{res['command']}`", "",
+         *([f"Tables recomputed from that run's stored measurements by `{res['recomputed_by']}`.", ""]
+           if res.get("recomputed_by") else []),
          f"Machine: {res['machine']}; load average {res['load_before']} before, {res['load_after']} after "
          f"(shared with other jobs: compare only within this run). Greedy, {res['max_new_tokens']} new tokens at most, "
          f"{res['rounds']} interleaved round(s) per prompt per mode, medians per prompt.", "",
+         *([res["note"], ""] if res.get("note") else []),
          "## Measured", "",
          "| set | prompts | identical greedy text | plain tok/s | speculative tok/s | speedup (total) | speedup (median prompt) | acceptance (median) | tokens/forward (median) |",
          "|---|---|---|---|---|---|---|---|---|"]
@@ -277,7 +280,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--slopes", default="0.05,0.1,0.2",
                     help="also model linear forward costs 1 + s*(rows-1) (what-if for machines where decode is more bandwidth-bound)")
-    ap.add_argument("--reuse", default=None, help="take the measured replies from this earlier --json; add costs and models")
+    ap.add_argument("--reuse", default=None,
+                    help="take the measured replies (and, without --cost-package, the costs) from this earlier "
+                         "--json and recompute the tables")
+    ap.add_argument("--note", default="", help="a paragraph for the report, under the machine line")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
     a = ap.parse_args()
@@ -289,24 +295,31 @@ def main() -> None:
     if a.limit:
         for s in sets:
             SETS[s] = SETS[s][:a.limit]
-    if a.reuse:
-        old = json.loads(Path(a.reuse).read_text(encoding="utf-8"))
+    old = json.loads(Path(a.reuse).read_text(encoding="utf-8")) if a.reuse else None
+    if old:
         rows, load_before = old["prompts"], old["load_before"]
         a.rounds, a.max_new_tokens = old["rounds"], old["max_new_tokens"]
     else:
         rows = run_prompts(model, speculator, sets, rounds=a.rounds, max_new=a.max_new_tokens)
     depth = int(statistics.median(r["prompt_tokens"] for r in rows)) + a.max_new_tokens // 2
-    costs = {Path(a.package).name: forward_costs(model.session, depth=depth)}
-    for pkg in a.cost_package:
-        costs[Path(pkg).name] = forward_costs(ModelSession(pkg, threads=a.threads), depth=depth)
+    if old and not a.cost_package:
+        costs = {k: {int(r): v for r, v in c.items()} for k, c in old["costs"].items()}
+    else:
+        costs = {Path(a.package).name: forward_costs(model.session, depth=depth)}
+        for pkg in a.cost_package:
+            costs[Path(pkg).name] = forward_costs(ModelSession(pkg, threads=a.threads), depth=depth)
     draft_step = None
     if a.draft:                                   # one step of the draft model, at the same depth
         draft_step = forward_costs(speculator.draft_session, depth=depth, rows=(1,))[1]
     table = set_table(rows)
-    res = {"package": Path(a.package).name, "command": " ".join(["python"] + sys.argv), "speculation": spec.mode,
+    command = " ".join(["python"] + sys.argv)
+    res = {"package": Path(a.package).name, "command": old["command"] if old else command,
+           "recomputed_by": f"python benchmarks/speculative.py --package PKG --reuse {Path(a.json or a.reuse).name}"
+                            if old else None, "speculation": spec.mode,
            "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.processor() or platform.platform()}",
-           "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
-           "rounds": a.rounds, "max_new_tokens": a.max_new_tokens, "context_depth_for_costs": depth,
+           "load_before": [round(x, 2) for x in load_before],
+           "load_after": old["load_after"] if old and not a.cost_package else [round(x, 2) for x in os.getloadavg()],
+           "rounds": a.rounds, "max_new_tokens": a.max_new_tokens, "context_depth_for_costs": depth, "note": a.note,
            "sets": table, "grounded": pooled(rows, GROUNDED), "ungrounded": pooled(rows, UNGROUNDED),
            "costs": {k: {str(r): v for r, v in c.items()} for k, c in costs.items()},
            "modelled": {k: modelled(rows, c) for k, c in costs.items()} if spec.mode == "lookup" else {},
