@@ -32,8 +32,8 @@ The acceptance rule (lossless):
 Numerics: the k-row forward runs other kernels than the 1-row decode step (GroupQueryAttention's
 multi-query path, MatMulNBits' M>1 path), so its logits differ from the 1-row ones by rounding; with
 int8 activations (accuracy_level 4) a model with large activation outliers can amplify that to
-~1 logit. Greedy speculation then picks the argmax of slightly different logits at near-ties.
-docs/speculative.md has the measurements.
+~1 logit. Greedy speculation then picks the argmax of slightly different logits at near-ties, so
+"auto" turns lookup on only where rows are exact (`rows_exact`). docs/speculative.md has the measurements.
 
 How long to draft (`DraftPolicy`): from the measured cost of a forward by rows fed (relative to one
 row) and the recent acceptance rate (per n-gram length for lookup), the draft length with the most
@@ -388,7 +388,7 @@ def _draft_picker(params: SamplingParams, processors, rng):
 
 class Speculator:
     """Speculation for one model: the settings, the draft model's session (loaded once) and the draft
-    policy, whose cost measurements carry over between replies (acceptance restarts per reply)."""
+    policy, whose cost measurements carry over between replies (acceptance evidence is halved per reply)."""
 
     def __init__(self, spec: Speculation, session, *, draft_session=None, threads: int | None = None):
         self.spec = spec
@@ -419,7 +419,8 @@ def speculative_steps(session, cache, logits: np.ndarray, energy, t0: float, *, 
     """Tokens after a prefill whose last logits are `logits`, as `Step`s, drafting and checking
     several per forward. Appends each token to `seen` before yielding it. When the caller stops, the
     cache holds every yielded token but the last (as plain decoding leaves it). `budget`: tokens the
-    caller may take (no drafting past it). `rng` draws the acceptance tests and corrections."""
+    caller may take (no drafting past it). `rng` draws the ratio rule's tests and corrections (a draft
+    model's sampled drafts); deterministic drafts are checked with `sample`, plain decoding's sampler."""
     valid = cache.length                      # what the cache must hold if the caller stops now
     try:
         token = sample(apply_processors(processors, seen, logits))
