@@ -86,11 +86,11 @@ class DecoderGraph:
         return q
 
     @property
-    def half(self) -> bool:
+    def half_scales(self) -> bool:
         return self.recipe.scale_dtype == "float16"
 
     def _scales(self, name: str, q: QTensor) -> np.ndarray:
-        if not self.half:
+        if not self.half_scales:
             return q.scales
         if np.abs(q.scales).max(initial=0.0) > np.finfo(np.float16).max:
             raise ExportError(f"tensor '{name}': a block scale exceeds float16's range; export it with a recipe "
@@ -98,7 +98,7 @@ class DecoderGraph:
         return q.scales.astype(np.float16)  # tiny blocks become fp16 subnormals: absolute error stays tiny
 
     def _cast(self, x: str, path: str, to: int) -> str:
-        return self.g.op1("Cast", [x], path, to=to) if self.half else x
+        return self.g.op1("Cast", [x], path, to=to) if self.half_scales else x
 
     def _store_q(self, name: str, q: QTensor) -> list[str]:
         g = self.g
@@ -290,11 +290,15 @@ class DecoderGraph:
     def _attention(self, i, x, seqlens_k, total_len, cos, sin) -> str:
         cfg, g = self.cfg, self.g
         p, path = f"model.layers.{i}.self_attn", f"/model/layers.{i}/attn"
-        qkv = self.linear(x, [f"{p}.q_proj.weight", f"{p}.k_proj.weight", f"{p}.v_proj.weight"], f"{path}/qkv_proj",
-                          bias=cfg.attention_bias)
-        q_k_v = [qkv, "", ""]
-        if cfg.qk_norm:
-            q_k_v = self._qk_norm(p, path, qkv)
+        names = [f"{p}.q_proj.weight", f"{p}.k_proj.weight", f"{p}.v_proj.weight"]
+        if self._packs_v(names):
+            qkv = self.linear(x, names, f"{path}/qkv_proj", bias=cfg.attention_bias)
+            q_k_v = self._qk_norm(p, path, qkv) if cfg.qk_norm else [qkv, "", ""]
+        else:   # v_proj quantized apart (other bits or block): q|k packed, v its own matmul
+            qk = self.linear(x, names[:2], f"{path}/qk_proj", bias=cfg.attention_bias)
+            v = self.linear(x, names[2:], f"{path}/v_proj", bias=cfg.attention_bias)
+            q_k_v = self._qk_norm(p, path, qk, v=v) if cfg.qk_norm else \
+                g.op("Split", [qk, g.const([cfg.q_dim, cfg.kv_dim])], f"{path}/qk/Split", outputs=2, axis=-1) + [v]
         half = self.kv_dtype == "float16"
         if half:     # a float16 cache: attention runs in float16, the rest of the layer stays float32
             q_k_v = [g.op1("Cast", [t], f"{path}/{n}/Cast", to=TensorProto.FLOAT16) if t else ""
@@ -309,7 +313,13 @@ class DecoderGraph:
             attn = g.op1("Cast", [attn], f"{path}/GroupQueryAttention/Cast", to=TensorProto.FLOAT)
         return self.linear(attn, [f"{p}.o_proj.weight"], f"{path}/o_proj", scale=cfg.residual_scale)
 
-    def _qk_norm(self, p: str, path: str, qkv: str) -> list[str]:
+    def _packs_v(self, names: list[str]) -> bool:
+        """One q|k|v matmul unless the recipe gives v_proj other bits or another block than q_proj."""
+        r, k = self.recipe, self.cfg.hidden_size
+        return r.precision == "fp32" or (r.bits_for(names[2]), r.block_for(names[2], k)) == \
+            (r.bits_for(names[0]), r.block_for(names[0], k))
+
+    def _qk_norm(self, p: str, path: str, qkv: str, *, v: str | None = None) -> list[str]:
         """Split packed q|k|v (B, S, (H+2KV)·hd); RMSNorm each head of q and k over hd; GQA takes them apart.
 
             qkv ─ Split ─ q ─ Reshape(B,S,H,hd) ─ SimplifiedLayerNorm(q_norm) ─ Reshape(B,S,H·hd) ─┐
@@ -317,8 +327,11 @@ class DecoderGraph:
                         └ v ──────────────────────────────────────────────────────────────────────┘
         """
         cfg, g = self.cfg, self.g
-        q, k, v = g.op("Split", [qkv, g.const([cfg.q_dim, cfg.kv_dim, cfg.kv_dim])], f"{path}/qkv/Split",
-                       outputs=3, axis=-1)
+        if v is None:
+            q, k, v = g.op("Split", [qkv, g.const([cfg.q_dim, cfg.kv_dim, cfg.kv_dim])], f"{path}/qkv/Split",
+                           outputs=3, axis=-1)
+        else:       # qkv is q|k here
+            q, k = g.op("Split", [qkv, g.const([cfg.q_dim, cfg.kv_dim])], f"{path}/qk/Split", outputs=2, axis=-1)
         out = []
         for name, t, heads in (("q_norm", q, cfg.num_heads), ("k_norm", k, cfg.num_kv_heads)):
             t = g.op1("Reshape", [t, g.const([0, 0, heads, cfg.head_dim])], f"{path}/{name}/Reshape")

@@ -130,3 +130,28 @@ def test_float16_scale_overflow_names_the_tensor():
     graph.recipe = Recipe(scale_dtype="float16")
     with pytest.raises(ExportError, match="model.layers.0.mlp.down_proj.weight"):
         graph._scales("model.layers.0.mlp.down_proj.weight", q)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def test_v_proj_apart_when_its_bits_or_block_differ(tmp_path, family):
+    """q|k packed and v_proj its own matmul (bias: qwen2, q/k norms: qwen3): exact against the numpy forward."""
+    from edge_llm.export.checkpoint import open_checkpoint
+    from edge_llm.export.config import config_for
+    from edge_llm.export.reference import forward
+    from edge_llm.session import ModelSession
+    src = DATA / family
+    r = Recipe(bits=8, head_bits=8, block_size=32, accuracy_level=0, overrides={"v_proj": {"block_size": 16}})
+    export_checkpoint(src, tmp_path / "pkg", recipe=r)
+    g = onnx.load(str(tmp_path / "pkg" / "model.onnx"), load_external_data=False).graph
+    names = {n.name for n in g.node}
+    assert "/model/layers.0/attn/v_proj/MatMulNBits" in names and "/model/layers.0/attn/qkv_proj/MatMulNBits" not in names
+    ids = [1, 5, 17, 99, 250, 3, 42, 7]
+    with open_checkpoint(src) as ck:
+        cfg = config_for(ck.config)
+
+        def get(n):
+            w = ck.load(n)
+            return dequantize(quantize_int8(w, block_size=16 if "v_proj" in n else 32)) if w.ndim == 2 else w
+        want = forward(cfg, get, ids)
+    got = ModelSession(tmp_path / "pkg", threads=1).logits_all(ids)
+    assert float(np.abs(got - want).max()) < 1e-4 * max(1.0, float(np.abs(want).max()))
