@@ -290,15 +290,12 @@ class DecoderGraph:
     def _attention(self, i, x, seqlens_k, total_len, cos, sin) -> str:
         cfg, g = self.cfg, self.g
         p, path = f"model.layers.{i}.self_attn", f"/model/layers.{i}/attn"
-        names = [f"{p}.q_proj.weight", f"{p}.k_proj.weight", f"{p}.v_proj.weight"]
-        if self._packs_v(names):
-            qkv = self.linear(x, names, f"{path}/qkv_proj", bias=cfg.attention_bias)
-            q_k_v = self._qk_norm(p, path, qkv) if cfg.qk_norm else [qkv, "", ""]
-        else:   # v_proj quantized apart (other bits or block): q|k packed, v its own matmul
-            qk = self.linear(x, names[:2], f"{path}/qk_proj", bias=cfg.attention_bias)
-            v = self.linear(x, names[2:], f"{path}/v_proj", bias=cfg.attention_bias)
-            q_k_v = self._qk_norm(p, path, qk, v=v) if cfg.qk_norm else \
-                g.op("Split", [qk, g.const([cfg.q_dim, cfg.kv_dim])], f"{path}/qk/Split", outputs=2, axis=-1) + [v]
+        parts = self._projections(x, [f"{p}.{n}_proj.weight" for n in "qkv"], path,
+                                  [cfg.q_dim, cfg.kv_dim, cfg.kv_dim], bias=cfg.attention_bias)
+        if cfg.qk_norm:
+            q_k_v = self._qk_norm(p, path, parts)
+        else:
+            q_k_v = parts if len(parts) == 3 else [parts[0], "", ""]     # GQA takes packed q|k|v or q, k, v
         half = self.kv_dtype == "float16"
         if half:     # a float16 cache: attention runs in float16, the rest of the layer stays float32
             q_k_v = [g.op1("Cast", [t], f"{path}/{n}/Cast", to=TensorProto.FLOAT16) if t else ""
@@ -313,25 +310,44 @@ class DecoderGraph:
             attn = g.op1("Cast", [attn], f"{path}/GroupQueryAttention/Cast", to=TensorProto.FLOAT)
         return self.linear(attn, [f"{p}.o_proj.weight"], f"{path}/o_proj", scale=cfg.residual_scale)
 
-    def _packs_v(self, names: list[str]) -> bool:
-        """One q|k|v matmul unless the recipe gives v_proj other bits or another block than q_proj."""
-        r, k = self.recipe, self.cfg.hidden_size
-        return r.precision == "fp32" or (r.bits_for(names[2]), r.block_for(names[2], k)) == \
-            (r.bits_for(names[0]), r.block_for(names[0], k))
+    def _projections(self, x: str, names: list[str], path: str, dims: list[int], *, bias: bool = False) -> list[str]:
+        """Linears that share an input: one packed matmul ([y]) when the recipe quantizes them alike, else one
+        per run of alike neighbours, split back per name (e.g. q|k packed, v_proj 8-bit apart: [q, k, v])."""
+        r, k = self.recipe, self.cfg.hidden_size          # every caller's input is the hidden state
+        key = lambda n: None if r.precision == "fp32" else (r.bits_for(n), r.block_for(n, k))
+        runs: list[list[int]] = []
+        for j, n in enumerate(names):
+            if runs and key(names[runs[-1][0]]) == key(n):
+                runs[-1].append(j)
+            else:
+                runs.append([j])
 
-    def _qk_norm(self, p: str, path: str, qkv: str, *, v: str | None = None) -> list[str]:
+        def sub(js):      # path names: qkv_proj, qk_proj, v_proj, gate_up_proj, gate_proj ...
+            short = [names[j].rsplit(".", 2)[-2].removesuffix("_proj") for j in js]
+            return ("" if all(len(t) == 1 for t in short) else "_").join(short)
+        if len(runs) == 1:
+            return [self.linear(x, names, f"{path}/{sub(runs[0])}_proj", bias=bias)]
+        out = []
+        for js in runs:
+            y = self.linear(x, [names[j] for j in js], f"{path}/{sub(js)}_proj", bias=bias)
+            out += [y] if len(js) == 1 else self.g.op("Split", [y, self.g.const([dims[j] for j in js])],
+                                                      f"{path}/{sub(js)}/Split", outputs=len(js), axis=-1)
+        return out
+
+    def _qk_norm(self, p: str, path: str, parts: list[str]) -> list[str]:
         """Split packed q|k|v (B, S, (H+2KV)·hd); RMSNorm each head of q and k over hd; GQA takes them apart.
+        `parts` is [qkv] (packed) or [q, k, v] (quantized apart).
 
             qkv ─ Split ─ q ─ Reshape(B,S,H,hd) ─ SimplifiedLayerNorm(q_norm) ─ Reshape(B,S,H·hd) ─┐
                         ├ k ─ (the same with k_norm, KV heads) ───────────────────────────────────┤ GQA
                         └ v ──────────────────────────────────────────────────────────────────────┘
         """
         cfg, g = self.cfg, self.g
-        if v is None:
-            q, k, v = g.op("Split", [qkv, g.const([cfg.q_dim, cfg.kv_dim, cfg.kv_dim])], f"{path}/qkv/Split",
+        if len(parts) == 1:
+            q, k, v = g.op("Split", [parts[0], g.const([cfg.q_dim, cfg.kv_dim, cfg.kv_dim])], f"{path}/qkv/Split",
                            outputs=3, axis=-1)
-        else:       # qkv is q|k here
-            q, k = g.op("Split", [qkv, g.const([cfg.q_dim, cfg.kv_dim])], f"{path}/qk/Split", outputs=2, axis=-1)
+        else:
+            q, k, v = parts
         out = []
         for name, t, heads in (("q_norm", q, cfg.num_heads), ("k_norm", k, cfg.num_kv_heads)):
             t = g.op1("Reshape", [t, g.const([0, 0, heads, cfg.head_dim])], f"{path}/{name}/Reshape")
@@ -344,9 +360,10 @@ class DecoderGraph:
     def _mlp(self, i, x) -> str:
         cfg, g = self.cfg, self.g
         p, path = f"model.layers.{i}.mlp", f"/model/layers.{i}/mlp"
-        gate_up = self.linear(x, [f"{p}.gate_proj.weight", f"{p}.up_proj.weight"], f"{path}/gate_up_proj")
         ff = cfg.intermediate_size
-        gate, up = g.op("Split", [gate_up, g.const([ff, ff])], f"{path}/Split", outputs=2, axis=-1)
+        parts = self._projections(x, [f"{p}.gate_proj.weight", f"{p}.up_proj.weight"], path, [ff, ff])
+        gate, up = parts if len(parts) == 2 else g.op("Split", [parts[0], g.const([ff, ff])], f"{path}/Split",
+                                                        outputs=2, axis=-1)
         act = g.op1("Mul", [gate, g.op1("Sigmoid", [gate], f"{path}/act/Sigmoid")], f"{path}/act/Mul")
         h = g.op1("Mul", [act, up], f"{path}/Mul")
         return self.linear(h, [f"{p}.down_proj.weight"], f"{path}/down_proj", scale=cfg.residual_scale)

@@ -132,26 +132,36 @@ def test_float16_scale_overflow_names_the_tensor():
         graph._scales("model.layers.0.mlp.down_proj.weight", q)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
-def test_v_proj_apart_when_its_bits_or_block_differ(tmp_path, family):
-    """q|k packed and v_proj its own matmul (bias: qwen2, q/k norms: qwen3): exact against the numpy forward."""
+@pytest.mark.parametrize("family,overrides,present,absent", [
+    ("llama", {"v_proj": {"block_size": 16}}, ["attn/qk_proj", "attn/v_proj"], ["attn/qkv_proj"]),
+    ("qwen2", {"v_proj": {"block_size": 16}}, ["attn/qk_proj", "attn/v_proj"], ["attn/qkv_proj"]),
+    ("qwen3", {"v_proj": {"block_size": 16}}, ["attn/qk_proj", "attn/v_proj"], ["attn/qkv_proj"]),
+    ("qwen3", {"k_proj": {"block_size": 16}, "v_proj": {"block_size": 16}}, ["attn/q_proj", "attn/kv_proj"], ["attn/qk_proj"]),
+    ("qwen2", {"k_proj": {"block_size": 16}}, ["attn/q_proj", "attn/k_proj", "attn/v_proj"], ["attn/qkv_proj"]),
+    ("llama", {"up_proj": {"block_size": 16}}, ["mlp/gate_proj", "mlp/up_proj", "attn/qkv_proj"], ["mlp/gate_up_proj"]),
+])
+def test_projections_apart_when_their_bits_or_block_differ(tmp_path, family, overrides, present, absent):
+    """Runs of alike q/k/v (gate/up) stay packed, the rest get their own matmul (qwen2: bias, qwen3: q/k
+    norms): exact against the numpy forward of the same dequantized weights."""
     from edge_llm.export.checkpoint import open_checkpoint
     from edge_llm.export.config import config_for
     from edge_llm.export.reference import forward
     from edge_llm.session import ModelSession
     src = DATA / family
-    r = Recipe(bits=8, head_bits=8, block_size=32, accuracy_level=0, overrides={"v_proj": {"block_size": 16}})
+    r = Recipe(bits=8, head_bits=8, block_size=32, accuracy_level=0, overrides=overrides)
     export_checkpoint(src, tmp_path / "pkg", recipe=r)
     g = onnx.load(str(tmp_path / "pkg" / "model.onnx"), load_external_data=False).graph
     names = {n.name for n in g.node}
-    assert "/model/layers.0/attn/v_proj/MatMulNBits" in names and "/model/layers.0/attn/qkv_proj/MatMulNBits" not in names
+    assert all(f"/model/layers.0/{x}/MatMulNBits" in names for x in present), sorted(names)
+    assert not any(f"/model/layers.0/{x}/MatMulNBits" in names for x in absent)
     ids = [1, 5, 17, 99, 250, 3, 42, 7]
     with open_checkpoint(src) as ck:
         cfg = config_for(ck.config)
 
         def get(n):
             w = ck.load(n)
-            return dequantize(quantize_int8(w, block_size=16 if "v_proj" in n else 32)) if w.ndim == 2 else w
+            bs = 16 if any(key in n for key in overrides) else 32
+            return dequantize(quantize_int8(w, block_size=bs)) if w.ndim == 2 else w
         want = forward(cfg, get, ids)
     got = ModelSession(tmp_path / "pkg", threads=1).logits_all(ids)
     assert float(np.abs(got - want).max()) < 1e-4 * max(1.0, float(np.abs(want).max()))
