@@ -14,21 +14,47 @@ import argparse
 import json
 from pathlib import Path
 
-from edge_llm.export.recipe import DEFAULT_RECIPE as EDGE_DEFAULT
+from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES, Recipe
+
+
+def registered_name(r: dict) -> str | None:
+    """The registered recipe a package was exported with, matched by its manifest's recipe fields (fields
+    a package predates take their defaults), so rows exported under --custom names still find theirs."""
+    fields = {k: v for k, v in r.get("recipe", {}).items() if k in Recipe.__dataclass_fields__}
+    try:
+        recipe = Recipe(**fields)
+    except Exception:       # a field value this version refuses: not a registered recipe
+        return None
+    return next((name for name, reg in RECIPES.items() if reg == recipe), None)
+
+
+def describe(q: dict) -> str:
+    """Short recipe text for an unregistered point: block, sym/asym, clip, head/override bits, scales."""
+    parts = [f"b{q.get('block_size')}", "sym" if q.get("symmetric") else "asym"]
+    if q.get("clip_search"):
+        parts.append("clip")
+    if q.get("head_bits") or q.get("head_block_size"):
+        parts.append("head" + (f" {q['head_bits']}-bit" if q.get("head_bits") else "")
+                     + (f" b{q['head_block_size']}" if q.get("head_block_size") else ""))
+    if q.get("bits", 4) != 4:
+        parts.append(f"{q['bits']}-bit")
+    for key, o in (q.get("overrides") or {}).items():
+        parts.append(f"{key.split('.')[-1]} " + " ".join(f"{'b' if k == 'block_size' else ''}{v}{'-bit' if k == 'bits' else ''}"
+                                                     for k, v in o.items()))
+    if q.get("scale_dtype") == "float16":
+        parts.append("fp16 scales")
+    return ", ".join(parts)
 
 
 def _kl(x: float) -> str:
     return f"{x:.4f}" if x >= 1e-4 else f"{x:.0e}"
 
 
-def row(r: dict, *, best_default: str) -> str:
-    name = r["name"]
-    if r["kind"] == "edge-llm":
-        name = f"edge-llm {name}" + (" (default)" if r["name"] == best_default else "")
+def row(r: dict, label: str) -> str:
     if "kl_divergence" not in r:
-        return (f"| {name} | {r['bytes']:,} | {r['fraction_of_bf16']:.1%} | {r['bits_per_weight']:.2f} | "
+        return (f"| {label} | {r['bytes']:,} | {r['fraction_of_bf16']:.1%} | {r['bits_per_weight']:.2f} | "
                 f"{r['perplexity']:.3f} | — | — | — | — |")
-    return (f"| {name} | {r['bytes']:,} | {r['fraction_of_bf16']:.1%} | {r['bits_per_weight']:.2f} | "
+    return (f"| {label} | {r['bytes']:,} | {r['fraction_of_bf16']:.1%} | {r['bits_per_weight']:.2f} | "
             f"{r['perplexity']:.3f} | {r['perplexity_change']:+.2%} | {_kl(r['kl_divergence'])} | "
             f"{r['kl_divergence_p99']:.3f} | {r['top1_agreement']:.1%} |")
 
@@ -38,6 +64,20 @@ def markdown(data: dict, *, note: str = "") -> str:
     head = ("| format | bytes | % of bf16 | bits/weight | perplexity | Δ ppl | mean KL | KL p99 | top-1 |\n"
             "|---|---|---|---|---|---|---|---|---|")
     text = f"{data['text']}" + (" (documents without CJK characters only)" if data.get("english_only") else "")
+    main, extra, seen = [], [], set()
+    for r in rows:
+        if r["kind"] != "edge-llm":
+            main.append(row(r, f"llama.cpp {r['name'].removeprefix('llama.cpp ')}"))
+            continue
+        if r["name"] == "fp32 (reference)":
+            main.append(row(r, "edge-llm fp32 (the reference)"))
+            continue
+        reg = registered_name(r)
+        if reg and reg not in seen:
+            seen.add(reg)
+            main.append(row(r, f"**edge-llm {reg}** (default)" if reg == DEFAULT_RECIPE else f"edge-llm {reg}"))
+        elif not reg:
+            extra.append(row(r, f"{r['name']}: {describe(r['recipe'])}"))
     out = [f"# Quality side by side: {data['model']}", "",
            f"{data['tokens_scored']:,} tokens of {text}, {data['tokens_scored'] // data['window']} fresh windows of "
            f"{data['window']} (ids from edge-llm's tokenizer, fed as ids to both runtimes); KL, top-1 and Δ ppl "
@@ -46,7 +86,10 @@ def markdown(data: dict, *, note: str = "") -> str:
            f"package folder or GGUF file ÷ the checkpoint's {data['source_bytes']:,} weight bytes.", ""]
     if note:
         out += [note, ""]
-    out += [head] + [row(r, best_default=EDGE_DEFAULT) for r in rows]
+    out += ["Registered recipes (`edge-llm export --recipe NAME`) and llama.cpp:", "", head] + main
+    if extra:
+        out += ["", "Exploration points (not registered; `export_packages.py --custom`, fields as listed):", "",
+                head.replace("| format |", "| point |")] + extra
     mixes = [r for r in rows if r["kind"] == "llama.cpp"]
     if mixes:
         out += ["", "llama.cpp tensor types (share of parameters):", ""]
@@ -72,7 +115,7 @@ def merge(runs: list[dict]) -> dict:
             if run.get(key) != base.get(key):
                 raise SystemExit(f"cannot merge: {key} differs ({run.get(key)!r} vs {base.get(key)!r})")
         ppl = next(r["perplexity"] for r in run["rows"] if r["name"] == "fp32 (reference)")
-        if abs(ppl - ref_ppl) > 1e-9 * ref_ppl:
+        if abs(ppl - ref_ppl) > 1e-6 * ref_ppl:     # float32 vs float64 log-softmax: ~1e-7
             raise SystemExit(f"cannot merge: the fp32 reference perplexity differs ({ppl} vs {ref_ppl})")
         rows |= {r["name"]: r for r in run["rows"]}
         commands.append(run["command"])

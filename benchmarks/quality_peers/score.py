@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import struct
 import subprocess
@@ -43,9 +44,11 @@ def corpus_ids(model: Model, path: Path, *, english_only: bool) -> tuple[list[in
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+    """float32 (a 512 x 49,152 window in float64 took 4 s); sums in float64. KL's floor from this
+    rounding is ~1e-7, far below every quantized row (the F32 GGUF row shows it)."""
+    x = np.asarray(x, dtype=np.float32)
+    z = x - x.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True, dtype=np.float64)).astype(np.float32)
 
 
 class EdgePackage:
@@ -88,7 +91,9 @@ class LlamaGGUF:
         self.tensor_types = {t.name: t.tensor_type.name for t in reader.tensors}
         del reader
         self.cmd = [str(tool), str(self.path), "--threads", str(threads), "--ctx", str(window), "--kv", kv]
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        # passive OpenMP waits: ggml's spinning barriers crawl on a shared, oversubscribed machine
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                      stderr=open(self.path.with_suffix(".log"), "w"))
 
     def _read(self, n: int) -> bytes:
@@ -129,12 +134,13 @@ class Tally:
         self.nll.append(-lp[rows, y])
         if lq is not None:
             pq = np.exp(lq)
-            self.kl.append((pq * (lq - lp)).sum(-1))                  # KL(reference || candidate)
+            self.kl.append((pq * (lq - lp)).sum(-1, dtype=np.float64))    # KL(reference || candidate)
             self.agree.append(lq.argmax(-1) == lp.argmax(-1))
             self.dp.append(np.exp(lp[rows, y]) - pq[rows, y])
 
     def result(self) -> dict:
         nll = np.concatenate(self.nll)
+        nll = nll.astype(np.float64)
         r = {"tokens_scored": int(nll.size), "perplexity": float(math.exp(nll.mean())),
              "perplexity_stderr": float(math.exp(nll.mean()) * nll.std() / math.sqrt(nll.size)),
              "seconds": self.seconds}
@@ -162,7 +168,8 @@ def main() -> None:
     ap.add_argument("--english-only", action="store_true", help="keep only documents without a CJK character")
     ap.add_argument("--max-tokens", type=int, default=60_000)
     ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per package")
+    ap.add_argument("--llama-threads", type=int, default=1, help="threads per llama_logits child")
     ap.add_argument("--kv", choices=("f32", "f16"), default="f32", help="llama.cpp KV cache type (edge-llm's is fp32)")
     ap.add_argument("--model-name", default=None)
     ap.add_argument("--out", type=Path, required=True, help="writes OUT.json (the markdown comes from report.py)")
@@ -176,7 +183,7 @@ def main() -> None:
                 cands[d.name] = EdgePackage(d, args.threads)
     for p in args.ggufs:
         for f in ([p] if p.is_file() else sorted(p.glob("*.gguf"))):
-            cands[f"llama.cpp {gguf_label(f)}"] = LlamaGGUF(f, args.llama_logits, args.threads, args.window, args.kv)
+            cands[f"llama.cpp {gguf_label(f)}"] = LlamaGGUF(f, args.llama_logits, args.llama_threads, args.window, args.kv)
 
     ids, n_docs = corpus_ids(ref.model, args.text, english_only=args.english_only)
     n_keep = (min(args.max_tokens, len(ids) - 1) // args.window) * args.window
@@ -217,6 +224,7 @@ def main() -> None:
            "source_bytes": ref.source_bytes, "parameters": ref.params,
            "text": str(args.text), "english_only": args.english_only, "documents": n_docs,
            "tokens_in_text": len(ids), "tokens_scored": n_keep, "window": args.window, "threads": args.threads,
+           "llama_threads": args.llama_threads,
            "llama_kv_cache": args.kv, "command": sys.argv, "rows": rows,
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=2))
