@@ -92,19 +92,21 @@ RECIPES = {
     "rtn-b128": Recipe(block_size=128),
     "clip-asym-b64": Recipe(block_size=64, symmetric=False, clip_search=True),
     "clip-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True),
-    "clip-asym-b32": Recipe(block_size=32, symmetric=False, clip_search=True),
     "gptq-b128": Recipe(block_size=128, clip_search=True, method="gptq"),
     "gptq-asym-b128": Recipe(block_size=128, symmetric=False, clip_search=True, method="gptq"),
     "gptq-asym-b64": Recipe(block_size=64, symmetric=False, clip_search=True, method="gptq"),
-    # fit_block: a K that the block does not divide (SmolLM2's 576 with 128) takes a smaller block instead
-    # of a zero-padded one; on K that it divides (the MiniCPM-2B shape) nothing changes.
-    "clip-asym-b128-fit": Recipe(block_size=128, symmetric=False, clip_search=True, fit_block=True),
-    # 8-bit tied embedding/lm_head (MatMulNBits / GatherBlockQuantized bits=8), as llama.cpp's Q4_0 keeps its
-    # output tensor in Q8_0/Q6_K: benchmarks/quality_peers, docs/quality-peers.md
-    "clip-asym-b64-head8": Recipe(block_size=64, symmetric=False, clip_search=True, head_bits=8, head_block_size=128,
-                                  fit_block=True),
-    "clip-asym-b32-head8": Recipe(block_size=32, symmetric=False, clip_search=True, head_bits=8, head_block_size=128,
-                                  fit_block=True),
+    # float16 scales (half the scale bytes; benchmarks/quality_peers, docs/quality-peers.md). fit_block: a K the
+    # block does not divide (SmolLM2's 576 with 128) takes a smaller block instead of a zero-padded one.
+    # b64 f16: the default's bytes on the MiniCPM-2B shape (26.95% of bf16) with block-64 quality.
+    "clip-asym-b64-f16": Recipe(block_size=64, head_block_size=128, symmetric=False, clip_search=True,
+                                scale_dtype="float16", fit_block=True),
+    "clip-asym-b128-f16": Recipe(block_size=128, symmetric=False, clip_search=True, scale_dtype="float16",
+                                 fit_block=True),
+    # about llama.cpp Q4_0's bytes: 8-bit tied embedding/lm_head and v_proj (the tensors llama.cpp also
+    # keeps wider), int4 block 64 elsewhere
+    "clip-asym-b64-v8-head8-f16": Recipe(block_size=64, head_bits=8, head_block_size=128, symmetric=False,
+                                         clip_search=True, scale_dtype="float16", fit_block=True,
+                                         overrides={"v_proj": {"bits": 8, "block_size": 128}}),
     "fp32": Recipe(precision="fp32"),
 }
 DEFAULT_RECIPE = "clip-asym-b128"

@@ -78,19 +78,20 @@ def test_all_8bit_export_equals_the_numpy_forward_of_the_dequantized_weights(tmp
 
 
 @pytest.mark.parametrize("family", ["llama", "llama-untied"])
-def test_head8_recipe_graph_and_quality(tmp_path, family):
-    """The registered 8-bit-head recipe: head (and a tied embedding) 8-bit, layers int4, closer to fp32."""
+def test_v8_head8_recipe_graph_and_quality(tmp_path, family):
+    """The registered 8-bit head + v_proj recipe: head (and a tied embedding) and v_proj 8-bit, q|k and the
+    rest int4, float16 scales; closer to fp32 than the int4-only recipe of the same block."""
     from edge_llm.session import ModelSession
     src = DATA / family
     export_checkpoint(src, tmp_path / "fp32", recipe=Recipe(precision="fp32"))
-    export_checkpoint(src, tmp_path / "h8", recipe=RECIPES["clip-asym-b64-head8"])
-    export_checkpoint(src, tmp_path / "b64", recipe=RECIPES["clip-asym-b64"])
+    export_checkpoint(src, tmp_path / "h8", recipe=RECIPES["clip-asym-b64-v8-head8-f16"])
+    export_checkpoint(src, tmp_path / "b64", recipe=RECIPES["clip-asym-b64-f16"])
     g = onnx.load(str(tmp_path / "h8" / "model.onnx"), load_external_data=False).graph
     bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in g.node
             if n.op_type in ("MatMulNBits", "GatherBlockQuantized")}
     assert bits.pop("/lm_head/MatMulNBits") == 8
     assert bits.pop("/model/embed_tokens/GatherBlockQuantized") == (8 if family == "llama" else 4)
-    assert set(bits.values()) == {4}
+    assert {k for k, v in bits.items() if v == 8} == {f"/model/layers.{i}/attn/v_proj/MatMulNBits" for i in range(2)}
     ids = list(range(3, 60))
     ref = ModelSession(tmp_path / "fp32", threads=1).logits_all(ids)
     err = {k: float(np.abs(ModelSession(tmp_path / k, threads=1).logits_all(ids) - ref).mean()) for k in ("h8", "b64")}
