@@ -70,6 +70,7 @@ class DecoderGraph:
         self.calibrator = calibrator
         self.progress = progress
         self.report = QuantReport()
+        self._casts: dict[tuple[str, int], str] = {}      # (tensor, dtype) -> its Cast (float16-scale kernels)
 
     # -- weights -----------------------------------------------------------------------------
     def _quantize(self, name: str, w: np.ndarray, block: int, *, method: str, hf_name: str, bits: int = 4) -> QTensor:
@@ -98,7 +99,12 @@ class DecoderGraph:
         return q.scales.astype(np.float16)  # tiny blocks become fp16 subnormals: absolute error stays tiny
 
     def _cast(self, x: str, path: str, to: int) -> str:
-        return self.g.op1("Cast", [x], path, to=to) if self.half_scales else x
+        """Cast for the float16-scale kernels; matmuls that share an input (q|k and v apart) share its Cast."""
+        if not self.half_scales:
+            return x
+        if (x, to) not in self._casts:
+            self._casts[(x, to)] = self.g.op1("Cast", [x], path, to=to)
+        return self._casts[(x, to)]
 
     def _store_q(self, name: str, q: QTensor) -> list[str]:
         g = self.g
