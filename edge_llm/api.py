@@ -35,6 +35,13 @@ class Model:
             raise EdgeLLMError(f"--speculate: {e}") from e
         self.speculator = Speculator(spec, self.session) if spec.enabled else None
 
+    def speculation_label(self) -> str:
+        """What decoding runs: "off", "lookup" or "draft:FOLDER" (after "auto" was resolved)."""
+        spec = self.speculator.spec if self.speculator else None
+        if spec is None:
+            return "off"
+        return f"draft:{spec.draft.name}" if spec.mode == "draft" else spec.mode
+
     @classmethod
     def load(cls, package_dir=None, *, threads: int | None = None, context_length: int | None = None,
              spinning: bool = True, speculate: str | None = DEFAULT_SPECULATE) -> "Model":

@@ -401,3 +401,38 @@ def test_cli_option(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["generate", "--prompt", "x", "--speculate", "turbo"])
     assert r.exit_code == 2 and "--speculate" in r.output
+
+
+# ------------------------------------------------------------------------------------------ server
+def test_server_speculates_with_plain_greedy_text(fp32_family):
+    """`serve` decodes with the model's speculator: two concurrent greedy requests (taking turns in the
+    model loop) get the plain replies' text, and usage and /metrics count the drafts."""
+    pytest.importorskip("uvicorn")
+    httpx = pytest.importorskip("httpx")
+    import concurrent.futures
+
+    from serve_helpers import ServerThread
+    model = fp32_family["llama"]
+    prompts = ["1 2 3 4 1 2 3 4 1 2 3", "a b a b a b a b c a b"]
+
+    def ask(url, prompt):
+        body = {"model": "tiny", "prompt": prompt, "max_tokens": 24, "temperature": 0, "logit_bias": {"2": -100}}
+        r = httpx.post(url + "/v1/completions", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    out = {}
+    for mode in ("off", "on"):
+        model.speculator = forced(model) if mode == "on" else None
+        try:
+            with ServerThread(model, slots=2) as srv:
+                with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                    out[mode] = list(pool.map(lambda p: ask(srv.url, p), prompts))
+                metrics = httpx.get(srv.url + "/metrics", timeout=10).text
+        finally:
+            model.speculator = None
+    assert [r["choices"][0]["text"] for r in out["on"]] == [r["choices"][0]["text"] for r in out["off"]]
+    drafted = sum(r["usage"]["edge_llm"]["draft_tokens"] for r in out["on"])
+    assert drafted > 0 and all(r["usage"]["edge_llm"]["draft_tokens"] == 0 for r in out["off"])
+    line = next(l for l in metrics.splitlines() if l.startswith("edge_llm_draft_tokens_total"))
+    assert float(line.split()[-1]) == drafted

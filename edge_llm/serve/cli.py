@@ -57,11 +57,13 @@ def metrics_log_option(*, expose_value: bool = False):
 @click.option("--device-price", type=click.FloatRange(0), default=None, help="Hardware price, amortised per reply.")
 @click.option("--lifetime-years", type=click.FloatRange(0, min_open=True), default=None, help="Hardware lifetime (default 5).")
 @click.option("--duty-cycle", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--speculate", default="auto", show_default=True,
+              help="Speculative decoding: auto | off | lookup | draft:PACKAGE_DIR (as chat; docs/speculative.md).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_mb, max_body_kb, threads,
           context_length, cpu_watts, price_per_kwh, currency, device_price, lifetime_years, duty_cycle,
-          log_level):
+          speculate, log_level):
     """OpenAI-compatible server and chat page on one loaded model (default: the bundled tiny model)."""
     try:
         import uvicorn
@@ -78,7 +80,12 @@ def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_
         click.secho(f"WARNING: serving on {host} to other machines WITHOUT an API key: anyone who can reach "
                     f"port {port} can use this model. Pass --api-key or set EDGE_LLM_API_KEY.", fg="red", bold=True,
                     err=True)
-    model = Model.load(package_dir, threads=threads, context_length=context_length)
+    from ..speculative import parse_speculate
+    try:
+        parse_speculate(speculate)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--speculate'") from None
+    model = Model.load(package_dir, threads=threads, context_length=context_length, speculate=speculate)
     meter = StepMeter(cpu_watts=cpu_watts)
     if meter.measured:
         click.echo("measuring idle power for 2 s (subtracted from each reply's energy, as bench does)…", err=True)
@@ -94,7 +101,7 @@ def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_
     engine.start()
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"edge-llm serve · {name} · context {model.context_length} · {slots} slot(s), queue {max_queue} · "
-               f"energy {meter.describe()}", err=True)
+               f"energy {meter.describe()} · speculation {model.speculation_label()}", err=True)
     click.echo(f"chat page: http://{shown}:{port}/   API: http://{shown}:{port}/v1", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,

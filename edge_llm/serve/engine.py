@@ -6,7 +6,9 @@ the same time finish no sooner than taking turns (benchmarks/results/serve-concu
 they contend, and per-reply energy could not be attributed (a step's process CPU time would include
 the other's). Taking turns keeps the measurement exact and the order fair: with `slots` requests
 active each gets every slots-th step, and a long prompt is prefilled `prefill_chunk` tokens per turn
-so it never stalls the others' streams for long.
+so it never stalls the others' streams for long. With speculative decoding (the model's speculator,
+`--speculate`) one turn's forward may verify several drafted tokens; the turns after it hand out
+the accepted ones without a forward.
 
 Requests past the free slots wait in a bounded queue; past `max_queue` `submit` raises QueueFull
 (HTTP 429 with Retry-After). A job cancelled (client gone) runs no further step: the loop checks
@@ -222,7 +224,8 @@ class Engine:
             job.gen = generate_tokens(self.session, self.tokenizer, job.cache, [], logits=job.logits,
                                       params=job.params, max_new_tokens=job.max_new_tokens,
                                       stop_strings=job.stop_strings, stop_ids=job.stop_ids or None,
-                                      history=job.ids, meter=self.meter, log=False)
+                                      history=job.ids, meter=self.meter, log=False,
+                                      speculator=self.model.speculator)
         rec = next(job.gen)
         now = time.perf_counter()
         if not job.records:

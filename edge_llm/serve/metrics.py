@@ -125,6 +125,9 @@ class ServerMetrics:
         self.cached_tokens = r.add(Counter("cached_prompt_tokens_total", "Prompt tokens reused from the prompt cache."))
         self.prefill_tokens = r.add(Counter("prefill_tokens_total", "Prompt tokens computed."))
         self.generated_tokens = r.add(Counter("generated_tokens_total", "Tokens generated."))
+        self.draft_tokens = r.add(Counter("draft_tokens_total", "Speculative decoding: draft tokens checked."))
+        self.accepted_tokens = r.add(Counter("accepted_draft_tokens_total",
+                                             "Speculative decoding: draft tokens accepted."))
         self.joules = r.add(Counter("energy_joules_total", "Energy of model steps, measured or estimated "
                                     "(label) with the same model as `edge-llm bench`.", ("energy",)))
         self.cost = r.add(Counter("cost_total", "Cost of replies (electricity + hardware amortisation) "
@@ -151,6 +154,8 @@ class ServerMetrics:
         self.cached_tokens.inc(rec.cached_tokens)
         self.prefill_tokens.inc(rec.prefill_tokens)
         self.generated_tokens.inc(rec.generated_tokens)
+        self.draft_tokens.inc(rec.draft_tokens)
+        self.accepted_tokens.inc(rec.accepted_tokens)
         self.queue.observe(rec.queue_s)
         if rec.generated_tokens:
             self.ttft.observe(rec.ttft_s)

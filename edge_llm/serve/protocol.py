@@ -251,7 +251,8 @@ def usage(rec) -> dict:
         "prompt_tokens_details": {"cached_tokens": rec.cached_tokens},
         "edge_llm": {k: getattr(rec, k) for k in (
             "prefill_tokens", "ttft_s", "queue_s", "prefill_tokens_per_s", "decode_tokens_per_s", "total_s",
-            "joules", "energy", "energy_source", "cost", "currency", "cost_electricity", "cost_hardware")},
+            "joules", "energy", "energy_source", "cost", "currency", "cost_electricity", "cost_hardware",
+            "draft_tokens", "accepted_tokens", "acceptance_rate", "tokens_per_forward")},
     }
 
 
