@@ -4,11 +4,14 @@ A `KVCache` belongs to one conversation or request: its own per-layer buffers, i
 its own logits buffer. GroupQueryAttention sees past_key and present_key share memory and writes only
 the new rows in place, so a decode step copies no cache. Caches start small and grow in `chunk`
 positions (copying the valid rows once per growth) up to their `max_len`, so resident memory follows
-the context actually used. Any number of caches run on one `ModelSession`; onnxruntime's `Run` is
+the context actually used: each buffer is its own anonymous memory map, so a buffer dropped on growth
+goes back to the operating system at once (a malloc'd one may stay in the allocator's heap), and rows
+not yet written are not resident. Any number of caches run on one `ModelSession`; onnxruntime's `Run` is
 thread-safe, so different caches may even step at the same time (the same cache must not).
 """
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -21,6 +24,15 @@ from .manifest import Manifest, load_manifest
 KV_CHUNK = 256   # positions a cache grows by; also its first size
 KV_DTYPES = {"float32": np.float32, "float16": np.float16}
 _KEEP_ONE = np.ones(1, np.int64)   # logits_to_keep as forward() runs it (the graph's default)
+
+
+def kv_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A zeroed array in its own anonymous mapping: pages become resident when written, and the whole
+    mapping is unmapped when the last reference goes (numpy keeps the mmap object alive)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
 
 
 def physical_cores() -> int:
@@ -111,16 +123,20 @@ class KVCache:
         return out
 
     def _allocate(self, capacity: int) -> None:
-        """New buffers of `capacity` positions holding the valid rows of the old ones, and a new binding."""
+        """New buffers of `capacity` positions holding the valid rows of the old ones, and a new binding.
+        Layer by layer, each old buffer is released as soon as its rows are copied, so growing costs
+        one layer's buffers on top of the cache, not a second cache."""
         kv, s = self.session.manifest.kv, self.session
         shape = (1, kv.num_kv_heads, capacity, kv.head_dim)
         dtype = KV_DTYPES[kv.dtype]
+        old, self.arrays, self.binding = self.arrays, [], None   # the binding's OrtValues hold old buffers too
         new = []
         for i in range(kv.num_layers):
-            k, v = np.zeros(shape, dtype), np.zeros(shape, dtype)
+            k, v = kv_buffer(shape, dtype), kv_buffer(shape, dtype)
             if self.length:
-                k[:, :, :self.length] = self.arrays[i][0][:, :, :self.length]
-                v[:, :, :self.length] = self.arrays[i][1][:, :, :self.length]
+                k[:, :, :self.length] = old[i][0][:, :, :self.length]
+                v[:, :, :self.length] = old[i][1][:, :, :self.length]
+                old[i] = None
             new.append((k, v))
         b = s.sess.io_binding()
         for i, (k, v) in enumerate(new):

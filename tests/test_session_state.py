@@ -103,6 +103,33 @@ def test_cache_grows_in_chunks_and_matches_a_full_size_cache(model):
     np.testing.assert_array_equal(np.stack(out_small), np.stack(out_big))
 
 
+def test_growth_releases_the_old_buffers_and_keeps_only_written_rows_resident(model):
+    """Growing drops every old buffer (nothing but the cache may hold them: they were the only cache)
+    and the buffers are anonymous maps, so their memory goes back to the OS and unwritten rows cost none."""
+    import gc
+    import mmap
+    import weakref
+    s = model.session
+    cache = s.new_cache(chunk=64)
+    s.forward(list(range(3, 50)), cache)
+    def owner(a):
+        while isinstance(a, np.ndarray):
+            a = a.base
+        return a.obj if isinstance(a, memoryview) else a
+    old = [weakref.ref(owner(a)) for pair in cache.arrays for a in pair]    # the mmap objects
+    assert all(isinstance(r(), mmap.mmap) for r in old)
+    s.forward(list(range(3, 40)), cache)                                  # 86 positions: grows to 128
+    gc.collect()
+    assert cache.capacity == 128 and all(r() is None for r in old)
+    # the rows written so far survived the move
+    fresh = s.new_cache(chunk=4096)
+    s.forward(list(range(3, 50)), fresh)
+    s.forward(list(range(3, 40)), fresh)
+    for (k, v), (k2, v2) in zip(cache.arrays, fresh.arrays):
+        np.testing.assert_array_equal(k[:, :, :86], k2[:, :, :86])
+        np.testing.assert_array_equal(v[:, :, :86], v2[:, :, :86])
+
+
 def test_growth_stops_at_max_len(model):
     s = model.session
     cache = s.new_cache(100, chunk=64)
