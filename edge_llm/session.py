@@ -30,9 +30,10 @@ def kv_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
     """A zeroed array in its own anonymous mapping: pages become resident when written, and the whole
     mapping is unmapped when the last reference goes (numpy keeps the mmap object alive)."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if nbytes == 0:
+    if nbytes == 0 or not hasattr(mmap, "MAP_ANONYMOUS"):      # (Windows: a plain array)
         return np.zeros(shape, dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 def physical_cores() -> int:
