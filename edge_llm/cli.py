@@ -238,7 +238,17 @@ def _speculate_option():
 def _load(package_dir, threads, context_length):
     from .api import Model
     speculate = click.get_current_context().meta.get("edge_llm.speculate")
-    return Model.load(package_dir or BUNDLED, threads=threads, context_length=context_length, speculate=speculate)
+    model = Model.load(package_dir or BUNDLED, threads=threads, context_length=context_length, speculate=speculate)
+    note_context_clamp(context_length, model)
+    return model
+
+
+def note_context_clamp(asked: int | None, model) -> None:
+    """--context past the package's positions is clamped to them (the rotary table and the trained
+    range end there): said once, on stderr."""
+    if asked is not None and asked > model.context_length:
+        click.echo(f"note: --context {asked} is beyond this package's {model.context_length} positions "
+                   f"(export with --context-length to change it); using {model.context_length}", err=True)
 
 
 def _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed):

@@ -25,6 +25,10 @@ class ContextFullError(EdgeLLMError):
     """The conversation no longer fits the model's context window."""
 
 
+class OutOfMemoryError(EdgeLLMError):
+    """The KV cache a request needs does not fit the memory the machine has available."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived where a command cleans up first (export); the CLI exits 128 + signal."""
 

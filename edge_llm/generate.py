@@ -115,6 +115,7 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
     """
     if logits is not None and len(new_ids):
         raise ValueError("pass either new_ids to prefill or the logits of a prompt already in the cache")
+    cache.check_memory(cache.length + len(new_ids) + max_new_tokens)   # a clear error now, not the OOM killer later
     sample = make_sampler(params)
     meter = meter or default_step_meter()
     seen = list(history) + list(new_ids)

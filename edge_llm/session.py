@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .errors import ContextFullError, PackageError
+from .errors import ContextFullError, OutOfMemoryError, PackageError
 from .manifest import Manifest, load_manifest
 
 KV_CHUNK = 256   # positions a cache grows by; also its first size
@@ -34,6 +34,18 @@ def kv_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
         return np.zeros(shape, dtype)
     buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def physical_cores() -> int:
@@ -108,7 +120,25 @@ class KVCache:
         if total > self.max_len:
             raise ContextFullError(f"{total} tokens do not fit the context of {self.max_len}")
         if total > self.capacity:
+            self.check_memory(total)
             self._allocate(min(self.max_len, -(-total // self.chunk) * self.chunk))
+
+    def check_memory(self, total: int) -> None:
+        """Raise OutOfMemoryError, before anything runs, when growing to `total` positions needs more
+        memory than the machine has available (the rows past `length` are the new resident memory;
+        buffers are allocated lazily, so without this check a cache too big would fail later, mid-reply,
+        with the kernel's out-of-memory killer instead of an error)."""
+        total = min(total, self.max_len)
+        need = (total - self.length) * self.session.manifest.kv.bytes_per_position
+        if need <= 0:
+            return
+        avail = available_memory()
+        if avail is not None and need > avail:
+            mib = 2 ** 20
+            raise OutOfMemoryError(
+                f"not enough memory for the KV cache: {total:,} positions need {need / mib:,.0f} MiB more, "
+                f"{avail / mib:,.0f} MiB available; use a shorter --context or --max-new-tokens, or a package "
+                f"exported with --kv-dtype float16")
 
     def copy(self, n: int | None = None) -> "KVCache":
         """A new cache holding this one's first `n` positions (default: all valid ones)."""

@@ -32,6 +32,8 @@ def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetr
         # symmetric weights (older onnxruntime releases take no zero points on that path).
         changes["symmetric"] = True
         changes["target"] = "arm"
+        # float32 scales: the KleidiAI path takes float32 activations (float16 ones are another kernel)
+        changes["scale_dtype"] = "float32"
         # the recorded block size is the one the graph uses (block_for may lower it further per K)
         changes["block_size"] = min(block_size or r.block_size, 128)
         if r.head_block_size is not None or "head_block_size" in changes:

@@ -109,4 +109,4 @@ RECIPES = {
                                          overrides={"v_proj": {"bits": 8, "block_size": 128}}),
     "fp32": Recipe(precision="fp32"),
 }
-DEFAULT_RECIPE = "clip-asym-b128"
+DEFAULT_RECIPE = "clip-asym-b128-f16"

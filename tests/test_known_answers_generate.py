@@ -45,6 +45,16 @@ class FakeSession:
         return logits
 
 
+class FakeCache:
+    """The KVCache contract generate_tokens uses: length, max_len, check_memory (records its calls)."""
+
+    def __init__(self, length: int, max_len: int):
+        self.length, self.max_len, self.checked = length, max_len, []
+
+    def check_memory(self, total: int) -> None:
+        self.checked.append(total)
+
+
 class FakeDecoder:
     def __init__(self):
         self.pending = ""
@@ -76,7 +86,7 @@ def clock(monkeypatch):
 
 def _run(script, clock, *, prompt=(5, 6, 7), cache_len=0, max_len=64, **kw):
     session = FakeSession(script, clock)
-    cache = SimpleNamespace(length=cache_len, max_len=max_len)
+    cache = FakeCache(cache_len, max_len)
     kw.setdefault("meter", FakeMeter())
     records = list(generate_tokens(session, TOKENIZER, cache, list(prompt), log=False, **kw))
     return records, session, cache
@@ -88,6 +98,7 @@ def test_records_carry_token_position_text_timing_and_energy(clock):
     assert [r.index for r in records] == [0, 1, 2, 3]
     assert [r.position for r in records] == [13, 14, 15, 16]           # after 10 cached + 3 prefilled
     assert [r.text for r in records] == ["d", "e", "f", ""]
+    assert cache.checked == [10 + 3 + 256]      # memory for prompt + max_new_tokens, checked before any step
     assert [r.seconds for r in records] == [PREFILL_S, STEP_S, STEP_S, STEP_S]
     assert [r.finish_reason for r in records] == [None, None, None, "eos"]
     assert all(r.prompt_tokens == 3 and r.cached_tokens == 10 for r in records)
@@ -135,7 +146,7 @@ def test_repetition_penalty_sees_history_and_prompt(clock):
 
 def test_no_model_step_after_the_caller_stops(clock):
     session = FakeSession([3, 4, 5, 6, 7], clock)
-    cache = SimpleNamespace(length=0, max_len=64)
+    cache = FakeCache(0, 64)
     stream = generate_tokens(session, TOKENIZER, cache, [5], meter=FakeMeter(), log=False)
     assert next(stream).token_id == 3
     assert next(stream).token_id == 4
@@ -177,7 +188,7 @@ def test_prompt_already_in_the_cache(clock):
     session = FakeSession([4, EOS], clock)
     session.calls = 1                                        # the prompt's forward happened elsewhere
     session.script = [3, 4, EOS]
-    cache = SimpleNamespace(length=7, max_len=64)
+    cache = FakeCache(7, 64)
     logits = np.ones(VOCAB, np.float32)
     logits[3] = 5.0
     records = list(generate_tokens(session, TOKENIZER, cache, [], logits=logits, meter=FakeMeter(), log=False))
@@ -213,7 +224,7 @@ def test_the_speculator_gets_the_generators_state(clock):
             yield Step(EOS, 0.0, 0.0, drafted=0, accepted=0, forwards=0)
 
     session = FakeSession([6], clock)
-    cache = SimpleNamespace(length=0, max_len=64)
+    cache = FakeCache(0, 64)
     meter, params = FakeMeter(), SamplingParams(repetition_penalty=1.5)
     records = list(generate_tokens(session, TOKENIZER, cache, [5, 7], params=params, meter=meter, log=False,
                                    history=[1], max_new_tokens=9, speculator=FakeSpeculator()))
@@ -228,7 +239,7 @@ def test_every_reply_is_logged_with_its_counts(clock, caplog):
     assert inspect.signature(generate_tokens).parameters["max_new_tokens"].default == 256
     session = FakeSession([3, 4, EOS], clock)
     session.manifest = SimpleNamespace(path=Path("/packages/tiny-int4"))
-    cache = SimpleNamespace(length=4, max_len=64)
+    cache = FakeCache(4, 64)
     with caplog.at_level("INFO", logger="edge_llm.replies"):
         stream = generate_tokens(session, TOKENIZER, cache, [5, 6], meter=FakeMeter())     # log defaults to on
         next(stream)
@@ -249,7 +260,7 @@ def test_reply_that_fails_before_its_first_token_is_still_logged(clock, caplog):
             raise RuntimeError("onnxruntime failed")
 
     session = Broken([3], clock)                                # no manifest: the model name is ""
-    cache = SimpleNamespace(length=4, max_len=64)
+    cache = FakeCache(4, 64)
     with caplog.at_level("INFO", logger="edge_llm.replies"):
         with pytest.raises(RuntimeError, match="onnxruntime failed"):
             next(generate_tokens(session, TOKENIZER, cache, [5, 6, 7], meter=FakeMeter()))

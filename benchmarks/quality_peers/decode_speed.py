@@ -5,7 +5,8 @@ ratio to the first one (paired by round). For a noisy shared machine.
     python benchmarks/quality_peers/decode_speed.py PKG_A PKG_B [...] --rounds 7 [--threads 2] [--out OUT]
 
 One child: load with context 512, prefill 128 tokens, then 4 × 32 single-token decode steps from
-position 128 (the cache rewound each time); its figure is the median of the 4.
+position 128 (the cache rewound each time); its figure is the median of the 4. With --prefill: a
+16-token warm-up, then three 256-token prefills into fresh caches; the median of the 3.
 """
 from __future__ import annotations
 
@@ -32,6 +33,22 @@ for _ in range(4):
 print(json.dumps(sorted(out)[len(out) // 2]))
 """
 
+PREFILL_CHILD = r"""
+import json, sys, time
+import numpy as np
+from edge_llm.api import Model
+m = Model.load(sys.argv[1], threads=int(sys.argv[2]), context_length=512)
+m.session.forward(list(range(5, 21)), m.cache())                 # warm-up
+ids = np.arange(5, 261, dtype=np.int64)
+out = []
+for _ in range(3):
+    c = m.cache()
+    t = time.perf_counter()
+    m.session.forward(ids, c)
+    out.append(len(ids) / (time.perf_counter() - t))
+print(json.dumps(sorted(out)[len(out) // 2]))
+"""
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,7 +56,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="writes OUT.json and OUT.md")
+    ap.add_argument("--prefill", action="store_true",
+                    help="time a 256-token prefill (median of 3, after a warm-up) instead of decode")
     args = ap.parse_args()
+    child = PREFILL_CHILD if args.prefill else CHILD
     names = [p.name for p in args.packages]
     runs = {n: [] for n in names}
     t0 = time.time()
@@ -47,12 +67,13 @@ def main() -> None:
         order = list(range(len(names)))
         order = order[r % len(order):] + order[:r % len(order)]
         for i in order:
-            out = subprocess.run([sys.executable, "-c", CHILD, str(args.packages[i]), str(args.threads)],
+            out = subprocess.run([sys.executable, "-c", child, str(args.packages[i]), str(args.threads)],
                                  capture_output=True, text=True, check=True)
             runs[names[i]].append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"round {r + 1}: " + ", ".join(f"{n} {runs[n][-1]:.1f}" for n in names), flush=True)
     base = names[0]
-    lines = [f"# Decode tok/s, interleaved ({args.threads} threads, depth 128, {args.rounds} rounds, fresh process each)",
+    what = "Prefill tok/s (256 tokens)" if args.prefill else "Decode tok/s (depth 128)"
+    lines = [f"# {what}, interleaved ({args.threads} threads, {args.rounds} rounds, fresh process each)",
              "", f"`python {' '.join(sys.argv)}` — {time.strftime('%Y-%m-%d %H:%M')}, {time.time() - t0:.0f} s", "",
              f"| package | median tok/s | min | max | median ratio to {base} (paired by round) |", "|---|---|---|---|---|"]
     summary = {}

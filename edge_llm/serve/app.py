@@ -141,7 +141,7 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
         try:
             return "".join([rec.text async for rec in job.stream()])
         except JobFailed as e:
-            raise P.ApiError(f"generation failed: {e}", status=500) from None
+            raise P.ApiError(f"generation failed: {e}", status=e.status) from None
         finally:
             job.cancel()          # a no-op when it finished; stops it when this handler was cancelled
             watcher.cancel()
@@ -236,7 +236,7 @@ class SSEResponse(StreamingResponse):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": P.SSE_DONE, "more_body": False})
             except JobFailed as e:
-                err = P.ApiError(f"generation failed: {e}", status=500)
+                err = P.ApiError(f"generation failed: {e}", status=e.status)
                 await send({"type": "http.response.body", "body": P.sse(err.body()) + P.SSE_DONE,
                             "more_body": False})
         except OSError:

@@ -86,6 +86,8 @@ def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'--speculate'") from None
     model = Model.load(package_dir, threads=threads, context_length=context_length, speculate=speculate)
+    from ..cli import note_context_clamp
+    note_context_clamp(context_length, model)
     meter = StepMeter(cpu_watts=cpu_watts)
     if meter.measured:
         click.echo("measuring idle power for 2 s (subtracted from each reply's energy, as bench does)…", err=True)

@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import OutOfMemoryError
 from ..generate import TokenRecord, generate_tokens
 from ..records import CostSettings, ReplyRecord, StepMeter, log_reply, reply_record
 from ..sampling import SamplingParams
@@ -44,7 +45,12 @@ class QueueFull(Exception):
 
 
 class JobFailed(Exception):
-    """The model loop could not finish this request (a bug or an onnxruntime error); others go on."""
+    """The model loop could not finish this request (a bug or an onnxruntime error: HTTP 500; not
+    enough memory for its KV cache: 503); others go on."""
+
+    def __init__(self, message: str, status: int = 500):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(eq=False)
@@ -60,6 +66,7 @@ class Job:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     record: ReplyRecord | None = None
+    error_status: int = 500
     # model-loop state
     started: float | None = None
     cache: object = None
@@ -89,7 +96,7 @@ class Job:
                 self.record = value
                 return
             else:
-                raise JobFailed(value)
+                raise JobFailed(value, self.error_status)
 
 
 class Engine:
@@ -179,6 +186,10 @@ class Engine:
         for job in jobs:
             try:
                 self._turn(job)
+            except OutOfMemoryError as e:       # this request's cache does not fit: say so, keep serving
+                log.warning("request %s: %s", job.tag, e)
+                job.error_status = 503
+                self._finish(job, error=str(e))
             except Exception as e:  # noqa: BLE001  (one request's failure must not stop the loop)
                 log.exception("request %s failed", job.tag)
                 try:
