@@ -90,12 +90,15 @@ class Speculation:
 
 def rows_exact(manifest) -> bool:
     """True when the package computes in float32 throughout (fp32 weights, or int4 weights with
-    float32 activations: accuracy_level 0 or 1), so a forward of k rows gives each row the logits of
-    a one-row forward to float32 rounding. int8 activations (accuracy_level 4, the default recipe)
-    quantise each row's activations, and the k-row and 1-row kernels' rounding differences can move
-    a logit by a large fraction of one; see docs/speculative.md."""
+    float32 activations, accuracy_level 0 or 1, and float32 scales), so a forward of k rows gives each
+    row the logits of a one-row forward to float32 rounding (~3e-5 on the bundled weights). int8
+    activations (accuracy_level 4, the default recipes) quantise each row's activations and the k-row
+    and 1-row kernels round differently (up to ~0.4 of a logit); float16 scales run the matmuls on
+    float16 activations, whose k-row and 1-row kernels differ by ~0.02. See docs/speculative.md."""
     q = manifest.quantization
-    return q.get("precision") == "fp32" or int(q.get("accuracy_level", 4)) <= 1
+    if q.get("precision") == "fp32":
+        return True
+    return int(q.get("accuracy_level", 4)) <= 1 and q.get("scale_dtype", "float32") == "float32"
 
 
 def parse_speculate(text: str | None) -> Speculation:

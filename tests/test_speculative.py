@@ -156,8 +156,9 @@ def test_bundled_weights_greedy_chat_identical(tmp_path):
     level 0), chats token for token alike with and without speculation, over two turns."""
     from edge_llm.api import Conversation
     from edge_llm.export.exporter import export_checkpoint
-    from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES
-    export_checkpoint(TINY, tmp_path / "pkg", recipe=dataclasses.replace(RECIPES[DEFAULT_RECIPE], accuracy_level=0))
+    from edge_llm.export.recipe import RECIPES
+    # float32 scales: float16-scale kernels round a k-row forward differently from a 1-row one (rows_exact)
+    export_checkpoint(TINY, tmp_path / "pkg", recipe=dataclasses.replace(RECIPES["clip-asym-b128"], accuracy_level=0))
     model = Model.load(tmp_path / "pkg", threads=1, speculate="off")
     turns = ["Quote John 3:16.", "And God said, Let there be light: and there was light.", 'What does "lantern" mean?']
     replies = {}
@@ -391,6 +392,22 @@ def test_settings_records_and_refusals(bundled, fp32_family):
     assert "drafts accepted" in format_record(r) and "tok/forward" in format_record(r)
     plain = reply_record(list(model.stream(PROMPTS[0], max_new_tokens=10, ignore_eos=True)))
     assert plain.draft_tokens == 0 and plain.tokens_per_forward == 1.0 and "speculative" not in format_record(plain)
+
+
+@pytest.mark.parametrize("quantization, exact", [
+    ({"precision": "fp32"}, True),
+    ({"precision": "int4", "accuracy_level": 0, "scale_dtype": "float32"}, True),
+    ({"precision": "int4", "accuracy_level": 1}, True),                    # format-2 packages before scale_dtype
+    ({"precision": "int4", "accuracy_level": 0, "scale_dtype": "float16"}, False),
+    ({"precision": "int4", "accuracy_level": 4, "scale_dtype": "float32"}, False),
+])
+def test_auto_speculates_only_where_k_rows_round_like_one(quantization, exact):
+    from types import SimpleNamespace
+
+    from edge_llm.speculative import rows_exact
+    manifest = SimpleNamespace(quantization=quantization)
+    assert rows_exact(manifest) is exact
+    assert parse_speculate("auto").resolve(manifest).enabled is exact
 
 
 def test_cli_option(tmp_path):
