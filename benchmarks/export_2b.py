@@ -58,18 +58,19 @@ def main() -> None:
         "cpus": __import__("os").cpu_count(), "wall_seconds": round(wall, 1), "peak_rss_bytes": rss_kb * 1024,
         "source_bytes": src, "package_bytes": size, "package_fraction": size / src,
         "recipe": {k: q[k] for k in ("precision", "block_size", "symmetric", "accuracy_level", "method",
-                                     "head_method", "clip_search", "calibration_seqs", "calibration_len")},
+                                     "head_method", "clip_search", "calibration_seqs", "calibration_len")}
+                  | {"scale_dtype": q.get("scale_dtype", "float32")},
         "worst_tensor": q.get("worst_tensor"), "exporter_summary": r.stdout.strip().splitlines(),
     }
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     md = f"""# Export of the MiniCPM-2B shape on this machine
 
 `{result['command']}` — synthetic checkpoint with the real MiniCPM-2B config and tokenizer and random bf16
-weights ({args.checkpoint / 'pytorch_model.bin'}), {result['cpus']} CPUs.
+weights ({', '.join(manifest['source']['files'])}), {result['cpus']} CPUs.
 
 | recipe | wall time | peak RSS | source (bf16) | package | package / source |
 |---|---|---|---|---|---|
-| {q['method']}{' + clip search' if q['clip_search'] else ''} {'asym' if not q['symmetric'] else 'sym'} b{q['block_size']} | {wall / 60:.1f} min | {rss_kb / 2**20:.2f} GiB | {src / 1e9:.3f} GB | {size / 1e9:.3f} GB | **{size / src:.1%}** ({1 - size / src:.1%} smaller) |
+| {q['method']}{' + clip search' if q['clip_search'] else ''} {'asym' if not q['symmetric'] else 'sym'} b{q['block_size']}{' f16 scales' if q.get('scale_dtype') == 'float16' else ''} | {wall / 60:.1f} min | {rss_kb / 2**20:.2f} GiB | {src / 1e9:.3f} GB | {size / 1e9:.3f} GB | **{size / src:.1%}** ({1 - size / src:.1%} smaller) |
 
 Exporter summary:
 ```

@@ -71,7 +71,8 @@ def summary(r: ExportResult) -> str:
         f"exported {r.package}",
         f"  recipe      {q['precision']}" + (f", block {q['block_size']} (head {q['head_block_size'] or q['block_size']}), "
                                             f"{'symmetric' if q['symmetric'] else 'asymmetric'}, accuracy level "
-                                            f"{q['accuracy_level']}" if q["precision"] == "int4" else ""),
+                                            f"{q['accuracy_level']}" + (", float16 scales" if q.get("scale_dtype") == "float16" else "")
+                                            if q["precision"] == "int4" else ""),
         f"  source      {_mb(r.source_bytes)} ({', '.join(r.manifest['source']['files'])})",
         f"  package     {_mb(r.package_bytes)} ({_relative_size(r.package_bytes, r.source_bytes)})",
         f"  time        {r.seconds:.1f} s",
