@@ -142,8 +142,8 @@ def main() -> None:
     md = report(result)
     print(md)
     if a.out:
-        a.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
-        a.out.with_suffix(".md").write_text(md)
+        Path(f"{a.out}.json").write_text(json.dumps(result, indent=2, default=str))   # (names may hold dots)
+        Path(f"{a.out}.md").write_text(md)
 
 
 def report(res: dict) -> str:
