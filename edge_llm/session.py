@@ -20,7 +20,6 @@ import onnxruntime as ort
 
 from .errors import ContextFullError, OutOfMemoryError, PackageError
 from .manifest import Manifest, load_manifest
-from .pages import release_clean_pages
 
 KV_CHUNK = 256   # positions a cache grows by; also its first size
 KV_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -194,8 +193,6 @@ class ModelSession:
                                              providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types without a common base
             raise PackageError(f"{self.manifest.file('model')}: onnxruntime could not load it: {str(e).splitlines()[0]}") from e
-        # the weights file was read whole while onnxruntime prepacked it; keep only what runs still read
-        self.released_kb = release_clean_pages(self.manifest.file("weights"))
         io, kv = self.manifest.io, self.manifest.kv
         self.n_layers = kv.num_layers
         self.vocab = self.manifest.model.vocab_size

@@ -167,19 +167,3 @@ def test_copy_and_truncate_continue_like_the_original(model):
 
 def test_model_cache_is_new_each_time(model):
     assert model.cache() is not model.cache()
-
-
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/smaps")
-def test_weight_file_pages_read_while_prepacking_are_released():
-    """Loading reads the whole weights file (onnxruntime prepacks from it); afterwards only the pages
-    runs read stay resident (embedding rows, norms), and releasing pages never changes a result."""
-    from edge_llm.pages import release_clean_pages, resident_file_kb
-    from edge_llm.session import ModelSession
-    s = ModelSession(BUNDLED, threads=1)
-    weights = s.manifest.file("weights")
-    size_kb = weights.stat().st_size // 1024
-    assert s.released_kb > size_kb // 10                 # prepacking had touched a good part of the file
-    first = s.forward([1, 5, 6, 7, 8], s.new_cache())
-    assert resident_file_kb(weights) < size_kb // 10     # a run reads back only a few pages
-    release_clean_pages(weights)
-    np.testing.assert_array_equal(s.forward([1, 5, 6, 7, 8], s.new_cache()), first)
