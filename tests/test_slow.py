@@ -13,10 +13,11 @@ def test_2b_width_export_two_layers(tmp_path):
     """The MiniCPM-2B shape (122,753 x 2304 tied table, 36 heads) with 2 layers: export, load, generate."""
     from edge_llm.api import Model
     from edge_llm.export.exporter import export_checkpoint
+    from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES
     from edge_llm.export.synth import write_synthetic
     ckpt = tmp_path / "ckpt"
     write_synthetic(ckpt, shape="minicpm-2b", layers=2)
-    result = export_checkpoint(ckpt, tmp_path / "pkg")
+    result = export_checkpoint(ckpt, tmp_path / "pkg", recipe=RECIPES[DEFAULT_RECIPE])
     assert result.package_bytes / result.source_bytes < 0.28
     model = Model.load(tmp_path / "pkg", threads=2, context_length=64)
     recs = list(model.stream("你好，MiniCPM", max_new_tokens=4, ignore_eos=True))
