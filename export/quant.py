@@ -55,32 +55,36 @@ def unpack_nibbles(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def _symmetric_params(b: np.ndarray, clip: np.ndarray | float = 1.0):
-    # MLAS range2scale: the signed value of largest magnitude maps to -8, so the full [-8, 7] range is used.
+# Codes are unsigned: `bits`-bit blocks hold 0 .. 2^bits - 1, and a symmetric block's implicit zero point
+# is 2^(bits-1) (8 for int4, 128 for int8), as MatMulNBits and GatherBlockQuantized read them.
+
+def _symmetric_params(b: np.ndarray, clip: np.ndarray | float = 1.0, bits: int = 4):
+    # MLAS range2scale: the signed value of largest magnitude maps to -2^(bits-1) (int4: the full [-8, 7]).
     idx = np.abs(b).argmax(axis=-1)[..., None]
     extreme = np.take_along_axis(b, idx, axis=-1)[..., 0] * clip    # (N, nb)
-    scale = (extreme / -8.0).astype(np.float32)
+    scale = (extreme / -float(2 ** (bits - 1))).astype(np.float32)
     return scale, None
 
 
-def _asymmetric_params(b: np.ndarray, clip: np.ndarray | float = 1.0):
+def _asymmetric_params(b: np.ndarray, clip: np.ndarray | float = 1.0, bits: int = 4):
     # MLAS range2scalezp: the range always contains 0 so that zero weights stay exact.
+    top = 2 ** bits - 1
     mn = np.minimum(b.min(axis=-1), 0.0) * clip
     mx = np.maximum(b.max(axis=-1), 0.0) * clip
-    scale = ((mx - mn) / 15.0).astype(np.float32)
+    scale = ((mx - mn) / float(top)).astype(np.float32)
     safe = np.where(scale == 0, 1.0, scale)
-    zp = np.clip(np.round(-mn / safe), 0, 15).astype(np.uint8)
+    zp = np.clip(np.round(-mn / safe), 0, top).astype(np.uint8)
     return scale, zp
 
 
-def _codes(b: np.ndarray, scale: np.ndarray, zp: np.ndarray | None) -> np.ndarray:
+def _codes(b: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, bits: int = 4) -> np.ndarray:
     inv = np.where(scale == 0, 0.0, 1.0 / np.where(scale == 0, 1.0, scale)).astype(np.float32)[..., None]
-    z = 8.0 if zp is None else zp[..., None].astype(np.float32)
-    return np.clip(np.round(b * inv + z), 0, 15).astype(np.uint8)
+    z = float(2 ** (bits - 1)) if zp is None else zp[..., None].astype(np.float32)
+    return np.clip(np.round(b * inv + z), 0, 2 ** bits - 1).astype(np.uint8)
 
 
-def _dequant_blocks(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None) -> np.ndarray:
-    z = 8.0 if zp is None else zp[..., None].astype(np.float32)
+def _dequant_blocks(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, bits: int = 4) -> np.ndarray:
+    z = float(2 ** (bits - 1)) if zp is None else zp[..., None].astype(np.float32)
     return (q.astype(np.float32) - z) * scale[..., None]
 
 
@@ -149,24 +153,14 @@ def quantize_int8(w: np.ndarray, *, block_size: int = 128, symmetric: bool = Tru
     """8-bit blocks for MatMulNBits/GatherBlockQuantized `bits=8`: codes (N, nb, bs) uint8 in [0, 255],
     one code per byte; dequantized `(q - zp) * scale` with zp = 128 for symmetric blocks (no zero-point
     tensor, onnxruntime's implicit 2^(bits-1)) or a per-block uint8 zp (N, nb) for asymmetric ones.
-    Same range rules as the int4 quantizer (MLAS range2scale / range2scalezp), no clip search: at 8 bits
-    the rounding error is already ~1/16 of int4's."""
+    The int4 quantizer's range rules at 8 bits, no clip search: at 8 bits the rounding error is already
+    ~1/16 of int4's."""
     if block_size not in SUPPORTED_BLOCK_SIZES:
         raise ValueError(f"block size {block_size} is not one of {SUPPORTED_BLOCK_SIZES}")
     w = np.asarray(w, dtype=np.float32)
-    n, k = w.shape
     b = _blocks(w, block_size)                                        # (N, nb, bs)
-    if symmetric:
-        idx = np.abs(b).argmax(axis=-1)[..., None]
-        scale = (np.take_along_axis(b, idx, axis=-1)[..., 0] / -128.0).astype(np.float32)
-        zp = np.full(scale.shape, 128, np.uint8)
-    else:
-        mn, mx = np.minimum(b.min(axis=-1), 0.0), np.maximum(b.max(axis=-1), 0.0)
-        scale = ((mx - mn) / 255.0).astype(np.float32)
-        zp = np.clip(np.round(-mn / np.where(scale == 0, 1.0, scale)), 0, 255).astype(np.uint8)
-    inv = np.where(scale == 0, 0.0, 1.0 / np.where(scale == 0, 1.0, scale)).astype(np.float32)[..., None]
-    codes = np.clip(np.round(b * inv + zp[..., None].astype(np.float32)), 0, 255).astype(np.uint8)
-    return QTensor(codes, scale, None if symmetric else zp, (n, k), block_size, bits=8)
+    scale, zp = (_symmetric_params if symmetric else _asymmetric_params)(b, bits=8)
+    return QTensor(_codes(b, scale, zp, bits=8), scale, zp, w.shape, block_size, bits=8)
 
 
 def dequantize(q: QTensor) -> np.ndarray:
@@ -174,6 +168,4 @@ def dequantize(q: QTensor) -> np.ndarray:
     if q.bits == 4:
         return dequantize_int4(q)
     n, k = q.shape
-    zp = np.float32(128.0) if q.zero_points is None else q.zero_points[..., None].astype(np.float32)
-    w = (q.codes.astype(np.float32) - zp) * q.scales[..., None]
-    return w.reshape(n, -1)[:, :k]
+    return _dequant_blocks(q.codes, q.scales, q.zero_points, bits=8).reshape(n, -1)[:, :k]
