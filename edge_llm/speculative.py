@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from statistics import median
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -116,10 +117,6 @@ def parse_speculate(text: str | None) -> Speculation:
 
 
 # ------------------------------------------------------------------------------------- draft policy
-def _median(xs) -> float:
-    s = sorted(xs)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
 class DraftPolicy:
     """Chooses how many draft tokens to check, from measured forward costs and acceptance so far.
 
@@ -157,15 +154,15 @@ class DraftPolicy:
 
     @property
     def draft_cost(self) -> float:
-        return _median(self.draft_costs) if self.draft_costs else 0.0
+        return median(self.draft_costs) if self.draft_costs else 0.0
 
     @property
     def slope(self) -> float:
-        return _median(list(self.slopes) + [self.slope_prior] * max(0, 3 - len(self.slopes)))
+        return median(list(self.slopes) + [self.slope_prior] * max(0, 3 - len(self.slopes)))
 
     def costs(self, max_rows: int) -> list[float]:
         """Predicted cost of a forward of 0..max_rows rows, in one-row steps."""
-        slope, seen = self.slope, {r: _median(v) for r, v in self.row_costs.items() if v}
+        slope, seen = self.slope, {r: median(v) for r, v in self.row_costs.items() if v}
         out, floor = [0.0, 1.0], 1.0
         for r in range(2, max_rows + 1):
             c = max(seen.get(r, 1.0 + slope * (r - 1)), floor)
