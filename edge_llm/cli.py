@@ -198,7 +198,7 @@ def synth(shape, output, weight_format, layers, seed):
 
 
 def _sampling_options(f):
-    from .serve.cli import metrics_log_option
+    from .serve.cli import metrics_log_option, speculate_option
     for opt in reversed([
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
         click.option("--temperature", type=Float(min=0), default=None, help="0 means greedy (default: generation_config)."),
@@ -213,26 +213,10 @@ def _sampling_options(f):
                      help="KV cache length (default: the model's)."),
         click.option("--stats", is_flag=True, help="After each reply print tokens, tokens/s, TTFT, energy, cost (stderr)."),
         metrics_log_option(),   # --metrics-log FILE.jsonl (edge_llm/serve/cli.py)
-        _speculate_option(),
+        speculate_option(),     # --speculate (edge_llm/serve/cli.py: chat, generate and serve share it)
     ]):
         f = opt(f)
     return f
-
-
-def _speculate_option():
-    """--speculate auto|off|lookup|draft:PACKAGE (edge_llm.speculative); _load reads it from the context."""
-    def check(ctx, param, value):
-        from .speculative import parse_speculate
-        try:
-            parse_speculate(value)
-        except ValueError as e:
-            raise click.BadParameter(str(e)) from e
-        ctx.meta["edge_llm.speculate"] = value
-    return click.option("--speculate", default="auto", show_default=True, callback=check, expose_value=False,
-                        metavar="auto|off|lookup|draft:PACKAGE",
-                        help="Speculative decoding: n-gram prompt lookup or a same-tokenizer draft model. "
-                             "'auto' is lookup on packages where it keeps greedy output exact (fp32 "
-                             "activations), off on int8-activation ones (docs/speculative.md).")
 
 
 def _load(package_dir, threads, context_length):

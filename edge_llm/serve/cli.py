@@ -32,6 +32,24 @@ def metrics_log_option(*, expose_value: bool = False):
                         help="Append one JSON line per reply (tokens, speed, energy, cost) to this file.")
 
 
+def speculate_option(*, expose_value: bool = False):
+    """--speculate auto|off|lookup|draft:PACKAGE (edge_llm.speculative), checked at the command line.
+    The value also goes to ctx.meta["edge_llm.speculate"] (where chat/generate's loader reads it)."""
+    def check(ctx, param, value):
+        from ..speculative import parse_speculate
+        try:
+            parse_speculate(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from e
+        ctx.meta["edge_llm.speculate"] = value
+        return value
+    return click.option("--speculate", default="auto", show_default=True, callback=check, expose_value=expose_value,
+                        metavar="auto|off|lookup|draft:PACKAGE",
+                        help="Speculative decoding: n-gram prompt lookup or a same-tokenizer draft model. "
+                             "'auto' is lookup on packages where it keeps greedy output exact (float32 "
+                             "activations and scales), off elsewhere (docs/speculative.md).")
+
+
 @click.command("serve")
 @click.argument("package_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (other machines: 0.0.0.0).")
@@ -57,8 +75,7 @@ def metrics_log_option(*, expose_value: bool = False):
 @click.option("--device-price", type=click.FloatRange(0), default=None, help="Hardware price, amortised per reply.")
 @click.option("--lifetime-years", type=click.FloatRange(0, min_open=True), default=None, help="Hardware lifetime (default 5).")
 @click.option("--duty-cycle", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
-@click.option("--speculate", default="auto", show_default=True,
-              help="Speculative decoding: auto | off | lookup | draft:PACKAGE_DIR (as chat; docs/speculative.md).")
+@speculate_option(expose_value=True)
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_mb, max_body_kb, threads,
@@ -80,11 +97,6 @@ def serve(package_dir, host, port, api_key, model_name, slots, max_queue, cache_
         click.secho(f"WARNING: serving on {host} to other machines WITHOUT an API key: anyone who can reach "
                     f"port {port} can use this model. Pass --api-key or set EDGE_LLM_API_KEY.", fg="red", bold=True,
                     err=True)
-    from ..speculative import parse_speculate
-    try:
-        parse_speculate(speculate)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'--speculate'") from None
     model = Model.load(package_dir, threads=threads, context_length=context_length, speculate=speculate)
     from ..cli import note_context_clamp
     note_context_clamp(context_length, model)
