@@ -18,16 +18,12 @@ import time
 import numpy as np
 
 import edge_llm.session as S
+from edge_llm.bench.probes import proc_status_bytes
 
 
 def status() -> dict:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key = line.split(":")[0]
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                out[key] = int(line.split()[1]) // 1024
-    return out
+    """MiB of the /proc/self/status lines that tell where resident memory is."""
+    return {key: proc_status_bytes(key) // 2 ** 20 for key in ("VmHWM", "VmRSS", "RssAnon", "RssFile")}
 
 
 def main() -> None:
