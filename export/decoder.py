@@ -23,19 +23,30 @@ from typing import Callable
 import numpy as np
 from onnx import TensorProto, helper
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 from edge_llm.errors import ExportError
 from edge_llm.manifest import IOSpec
 
 from .families import DecoderConfig
 from .onnx_writer import GraphBuilder
-from .quant import QTensor, dequantize, quantize_int4, quantize_int8
+from .quant import QTensor, dequantize, pack_bits, quantize, split_6bit, unpack_bits
 from .recipe import Recipe
 
 MS = "com.microsoft"
 KV_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
 IO = asdict(IOSpec())   # the standard names (onnxruntime-genai's); recorded in the manifest
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """A (V, d) table (tied embedding/head, untied head or embedding) before its values are stored."""
+    name: str
+    method: str
+    block: int = 0                 # 0: not quantized (fp32)
+    nb: int = 0
+    bits: int = 0
+    parts: list = field(default_factory=list)   # [(prefix, kernel bits, initializer names)] as _part_names
 
 
 class QuantReport:
@@ -61,13 +72,15 @@ class QuantReport:
 class DecoderGraph:
     def __init__(self, cfg: DecoderConfig, recipe: Recipe, g: GraphBuilder, *,
                  get: Callable[[str], np.ndarray], context_length: int | None = None, kv_dtype: str = "float32",
-                 calibrator=None, progress: Callable[[str], None] = lambda name: None):
+                 calibrator=None, importance: dict[str, np.ndarray] | None = None,
+                 progress: Callable[[str], None] = lambda name: None):
         self.cfg, self.recipe, self.g, self.get = cfg, recipe, g, get
         if kv_dtype not in KV_TYPES:
             raise ValueError(f"kv dtype {kv_dtype!r}: expected one of {', '.join(KV_TYPES)}")
         self.kv_dtype = kv_dtype
         self.context_length = context_length or cfg.max_position_embeddings
         self.calibrator = calibrator
+        self.importance = importance or {}     # HF weight name -> Σx² per input column (recipe.importance)
         self.progress = progress
         self.report = QuantReport()
         self._casts: dict[tuple[str, int], str] = {}      # (tensor, dtype) -> its Cast (float16-scale kernels)
@@ -76,13 +89,15 @@ class DecoderGraph:
     def _quantize(self, name: str, w: np.ndarray, block: int, *, method: str, hf_name: str, bits: int = 4) -> QTensor:
         r = self.recipe
         if bits == 8:   # 8-bit: plain round to nearest, symmetric (a zero point buys nothing measurable here)
-            q = quantize_int8(w, block_size=block, symmetric=True)
-        elif method == "gptq":
+            q = quantize(w, bits=8, block_size=block, symmetric=True)
+        elif method == "gptq" and bits == 4:
             from .gptq import gptq_quantize
             q = gptq_quantize(w, self.calibrator.hessian(hf_name), block_size=block, symmetric=r.symmetric,
                               clip_search=r.clip_search)
         else:
-            q = quantize_int4(w, block_size=block, symmetric=r.symmetric, clip_search=r.clip_search)
+            imp = self.importance.get(hf_name) if r.importance else None
+            q = quantize(w, bits=bits, block_size=block, symmetric=r.symmetric, clip_search=r.clip_search,
+                         importance=imp)
         self.report.add(name, w, q)
         return q
 
@@ -106,12 +121,27 @@ class DecoderGraph:
             self._casts[(x, to)] = self.g.op1("Cast", [x], path, to=to)
         return self._casts[(x, to)]
 
-    def _store_q(self, name: str, q: QTensor) -> list[str]:
-        g = self.g
-        inputs = [g.weight(f"{name}.q4", q.codes), g.weight(f"{name}.scales", self._scales(name, q))]
-        if q.zero_points is not None:
-            inputs.append(g.weight(f"{name}.zero_points", q.zero_points))
-        return inputs
+    @staticmethod
+    def _part_names(name: str, bits: int, asymmetric: bool) -> list[tuple[str, int, list[str]]]:
+        """How a `bits`-bit tensor is stored: (prefix, kernel bits, initializer names) per MatMulNBits /
+        GatherBlockQuantized part. A 6-bit tensor is a 4-bit high part and a 2-bit low part whose outputs
+        add up (quant.split_6bit); the low part always has zero points."""
+        zp = [f"{name}.zero_points"] if asymmetric and bits != 8 else []
+        if bits != 6:
+            return [(name, bits, [f"{name}.q4", f"{name}.scales"] + zp)]
+        lo = f"{name}.lo"
+        return [(name, 4, [f"{name}.q4", f"{name}.scales"] + zp),
+                (lo, 2, [f"{lo}.q2", f"{lo}.scales", f"{lo}.zero_points"])]
+
+    def _store_q(self, name: str, q: QTensor) -> list[list[str]]:
+        """Writes a quantized tensor's initializers; returns one input list per kernel part."""
+        parts = split_6bit(q) if q.bits == 6 else (q,)
+        names = self._part_names(name, q.bits, q.zero_points is not None)
+        out = []
+        for part, (_, _, inits) in zip(parts, names):
+            arrays = [part.codes, self._scales(name, part)] + ([] if part.zero_points is None else [part.zero_points])
+            out.append([self.g.weight(n, a) for n, a in zip(inits, arrays)])
+        return out
 
     def linear(self, x: str, names: list[str], path: str, *, scale: float = 1.0, bias: bool = False) -> str:
         """y = x @ concat(W_names)^T [+ concat(b_names)], as one MatMulNBits (int4) or MatMul (fp32)."""
@@ -136,9 +166,18 @@ class DecoderGraph:
         q = self._quantize(stored, w, block, method=self.recipe.method, hf_name=names[0],
                            bits=self.recipe.bits_for(names[0]))
         x = self._cast(x, f"{path}/Cast", TensorProto.FLOAT16)
-        y = self.g.op1("MatMulNBits", [x] + self._store_q(stored, q), f"{path}/MatMulNBits", domain=MS,
-                       K=k, N=n_out, bits=q.bits, block_size=block, accuracy_level=self.recipe.accuracy_level)
+        parts = self._store_q(stored, q)
+        kinds = [b for _, b, _ in self._part_names(stored, q.bits, q.zero_points is not None)]
+        y = self._matmul_parts(x, parts, kinds, path, k=k, n=n_out, block=block)
         return self._cast(y, f"{path}/Cast_out", TensorProto.FLOAT)
+
+    def _matmul_parts(self, x: str, parts: list[list[str]], kinds: list[int], path: str, *, k: int, n: int,
+                      block: int) -> str:
+        """One MatMulNBits per stored part (a 6-bit tensor: its 4-bit and 2-bit parts, summed)."""
+        ys = [self.g.op1("MatMulNBits", [x] + inputs, f"{path}/MatMulNBits" + ("" if j == 0 else f"_{bits}bit"),
+                         domain=MS, K=k, N=n, bits=bits, block_size=block, accuracy_level=self.recipe.accuracy_level)
+              for j, (inputs, bits) in enumerate(zip(parts, kinds))]
+        return ys[0] if len(ys) == 1 else self.g.op1("Add", ys, f"{path}/Add_parts")
 
     # -- graph ---------------------------------------------------------------------------------
     def build(self):
@@ -215,61 +254,65 @@ class DecoderGraph:
             sin = g.op1("Cast", [sin], "/model/rotary/Sin/Cast", to=TensorProto.FLOAT16)
         return cos, sin
 
-    def _table_plan(self, name: str, method: str, bits: int | None = None) -> dict:
-        """Names and layout of an int4 (V, d) table read by MatMulNBits (head) and/or GatherBlockQuantized
-        (embedding): the packed codes (V, nb, bs/2) serve both as they are."""
+    def _table_plan(self, name: str, method: str, bits: int | None = None) -> TablePlan:
+        """Names and layout of a quantized (V, d) table read by MatMulNBits (head) and/or GatherBlockQuantized
+        (embedding): the packed codes (V, nb, bs·bits/8) serve both as they are."""
         cfg, r = self.cfg, self.recipe
         if r.precision == "fp32":
-            return {"name": name, "input": name}
-        block = r.block_for(name, cfg.hidden_size) if r.head_block_size is None else r.fit(r.lm_head_block, cfg.hidden_size)
-        bits = bits or r.bits_for(name)
-        inputs = [f"{name}.q4", f"{name}.scales"] + ([] if r.symmetric or bits == 8 else [f"{name}.zero_points"])
-        return {"name": name, "block": block, "nb": -(-cfg.hidden_size // block), "inputs": inputs, "method": method,
-                "bits": bits}
+            return TablePlan(name, method)
+        block = r.table_block_for(name, cfg.hidden_size)
+        bits = r.bits_for(name, bits)
+        asym = not r.symmetric and bits != 8
+        return TablePlan(name, method, block, -(-cfg.hidden_size // block), bits, self._part_names(name, bits, asym))
 
-    def _head_plan(self) -> dict:
+    def _head_plan(self) -> TablePlan:
         """The lm_head table; tied checkpoints also read their embedding from it. Its values are stored by
         _store_table after the layers, when GPTQ statistics for it exist."""
         name = "model.embed_tokens.weight" if self.cfg.tie_word_embeddings else "lm_head.weight"
         return self._table_plan(name, self.recipe.head_method, self.recipe.head_bits)
 
-    def _store_table(self, plan: dict, *, gather: bool) -> None:
-        name, g = plan["name"], self.g
+    def _store_table(self, plan: TablePlan, *, gather: bool) -> None:
+        name, g = plan.name, self.g
         w = self.get(name)
         self.progress(name)
         if self.recipe.precision == "fp32":
             g.weight(name, w)
             return
-        q = self._quantize(name, w, plan["block"], method=plan["method"], hf_name=name, bits=plan["bits"])
+        q = self._quantize(name, w, plan.block, method=plan.method, hf_name=name, bits=plan.bits)
         self._store_q(name, q)
-        if gather and q.zero_points is not None:
-            from .quant import pack_nibbles, unpack_nibbles
-            v, nb = q.scales.shape
+        if not gather:
+            return
+        for part, (prefix, bits, inits) in zip(split_6bit(q) if q.bits == 6 else (q,), plan.parts):
+            if part.zero_points is None:
+                continue
+            v, nb = part.scales.shape
             # GatherBlockQuantized's uint8 zero points pack along its own (last) block axis: one per row here
-            zp = unpack_nibbles(q.zero_points)[:, :nb].reshape(v, nb, 1)
-            g.weight(f"{name}.embed_zero_points", pack_nibbles(np.pad(zp, ((0, 0), (0, 0), (0, 1)))))
+            zp = unpack_bits(part.zero_points, bits)[:, :nb].reshape(v, nb, 1)
+            g.weight(f"{prefix}.embed_zero_points", pack_bits(np.pad(zp, ((0, 0), (0, 0), (0, 8 // bits - 1))), bits))
 
-    def _store_head(self, head: dict) -> None:
+    def _store_head(self, head: TablePlan) -> None:
         self._store_table(head, gather=self.cfg.tie_word_embeddings)
 
-    def _embedding(self, head) -> str:
+    def _embedding(self, head: TablePlan) -> str:
         cfg, g = self.cfg, self.g
         ids = IO["input_ids"]
         if cfg.tie_word_embeddings:
             table = head
-        else:                             # an untied embedding gets its own int4 table, stored now
+        else:                             # an untied embedding gets its own quantized table, stored now
             table = self._table_plan("model.embed_tokens.weight", "rtn")
             self._store_table(table, gather=True)
         if self.recipe.precision == "fp32":
-            x = g.op1("Gather", [table["input"], ids], "/model/embed_tokens/Gather")
+            x = g.op1("Gather", [table.name, ids], "/model/embed_tokens/Gather")
         else:
-            v, nb, bs = cfg.vocab_size, table["nb"], table["block"]
-            scales = g.op1("Reshape", [table["inputs"][1], g.const([v, nb, 1])], "/model/embed_tokens/scales/Reshape")
-            gbq_in = [table["inputs"][0], ids, scales]
-            if len(table["inputs"]) > 2:          # asymmetric int4 (8-bit tables are symmetric)
-                gbq_in.append(f"{table['name']}.embed_zero_points")
-            x = g.op1("GatherBlockQuantized", gbq_in, "/model/embed_tokens/GatherBlockQuantized", domain=MS,
-                      bits=table["bits"], block_size=bs, gather_axis=0, quantize_axis=2)   # (B, S, nb, bs)
+            v, nb, bs = cfg.vocab_size, table.nb, table.block
+            rows = []
+            for j, (prefix, bits, inits) in enumerate(table.parts):
+                path = "/model/embed_tokens" + ("" if j == 0 else f"/{bits}bit")
+                scales = g.op1("Reshape", [inits[1], g.const([v, nb, 1])], f"{path}/scales/Reshape")
+                gbq_in = [inits[0], ids, scales] + ([f"{prefix}.embed_zero_points"] if len(inits) > 2 else [])
+                rows.append(g.op1("GatherBlockQuantized", gbq_in, f"{path}/GatherBlockQuantized", domain=MS,
+                                  bits=bits, block_size=bs, gather_axis=0, quantize_axis=2))   # (B, S, nb, bs)
+            x = rows[0] if len(rows) == 1 else g.op1("Add", rows, "/model/embed_tokens/Add_parts")
             shape = g.op1("Concat", [g.op1("Slice", [g.op1("Shape", [ids], "/model/embed_tokens/Shape"), g.const([0]), g.const([2])],
                                            "/model/embed_tokens/Slice"), g.const([nb * bs])],
                           "/model/embed_tokens/Concat", axis=0)
@@ -383,9 +426,9 @@ class DecoderGraph:
     def _lm_head(self, h: str, head) -> str:
         cfg, g = self.cfg, self.g
         if self.recipe.precision == "fp32":
-            wt = g.op1("Transpose", [head["input"]], "/lm_head/Transpose", perm=[1, 0])
+            wt = g.op1("Transpose", [head.name], "/lm_head/Transpose", perm=[1, 0])
             return g.op1("MatMul", [h, wt], "/lm_head/MatMul")
         h = self._cast(h, "/lm_head/Cast", TensorProto.FLOAT16)
-        y = g.op1("MatMulNBits", [h] + head["inputs"], "/lm_head/MatMulNBits", domain=MS, K=cfg.hidden_size,
-                  N=cfg.vocab_size, bits=head["bits"], block_size=head["block"], accuracy_level=self.recipe.accuracy_level)
+        y = self._matmul_parts(h, [inits for _, _, inits in head.parts], [b for _, b, _ in head.parts], "/lm_head",
+                               k=cfg.hidden_size, n=cfg.vocab_size, block=head.block)
         return self._cast(y, "/lm_head/Cast_out", TensorProto.FLOAT)

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 from edge_llm.errors import ExportError
 
-from .quant import SUPPORTED_BLOCK_SIZES
+from .quant import SUPPORTED_BITS, SUPPORTED_BLOCK_SIZES
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class Recipe:
     fit_block: bool = False          # halve a tensor's block until it divides K: no zero-padded last block
     scale_dtype: str = "float32"     # "float16": half the scale bytes; MatMulNBits/GatherBlockQuantized then run
                                      # on float16 activations, cast from/to the float32 residual stream around them
+    importance: bool = False         # weight the clip/scale search by Σx² per input column from calibration text
+    tensors: dict = field(default_factory=dict)  # exact weight name -> {"bits", "block_size"}: a --bpw plan; wins
+    bpw: float | None = None         # the budget the plan was chosen for (bits per parameter), recorded
 
     def __post_init__(self):
         if self.precision not in ("int4", "fp32"):
@@ -39,9 +42,15 @@ class Recipe:
         for m in (self.method, self.head_method):
             if m not in ("rtn", "gptq"):
                 raise ExportError(f"quantization method '{m}' is not supported (rtn or gptq)")
-        for b in [self.bits, self.head_bits] + [o.get("bits") for o in self.overrides.values()]:
-            if b is not None and b not in (4, 8):
-                raise ExportError(f"{b}-bit weights are not supported (4 or 8)")
+        opts = list(self.overrides.values()) + list(self.tensors.values())
+        for b in [self.bits, self.head_bits] + [o.get("bits") for o in opts]:
+            if b is not None and b not in SUPPORTED_BITS:
+                raise ExportError(f"{b}-bit weights are not supported ({', '.join(map(str, SUPPORTED_BITS))}; "
+                                  f"6 = a 4-bit and a 2-bit kernel summed)")
+        for o in opts:
+            if o.get("block_size") is not None and o["block_size"] not in SUPPORTED_BLOCK_SIZES:
+                raise ExportError(f"block size {o['block_size']} is not supported: onnxruntime's fast path takes "
+                                  f"{', '.join(map(str, SUPPORTED_BLOCK_SIZES))}")
         if self.scale_dtype not in ("float32", "float16"):
             raise ExportError(f"scale dtype '{self.scale_dtype}' is not supported (float32 or float16)")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
@@ -57,6 +66,7 @@ class Recipe:
         for key, opts in self.overrides.items():
             if key in name and "block_size" in opts:
                 bs = int(opts["block_size"])
+        bs = int(self.tensors.get(name, {}).get("block_size", bs))
         if self.target == "arm":
             bs = min(bs, 128)
             while bs > 32 and k % bs:
@@ -70,8 +80,18 @@ class Recipe:
             bs //= 2
         return bs
 
-    def bits_for(self, name: str) -> int:
-        """Bits of a linear layer's weight (the head table's come from head_bits when set)."""
+    def table_block_for(self, name: str, k: int) -> int:
+        """Block of a (V, d) table: a plan's, else head_block_size, else the linear layers' rule."""
+        if "block_size" in self.tensors.get(name, {}) or self.head_block_size is None:
+            return self.block_for(name, k)
+        return self.fit(self.lm_head_block, k)
+
+    def bits_for(self, name: str, table_bits: int | None = None) -> int:
+        """Bits of a weight: a --bpw plan's, else the table's (head_bits, when given), else overrides, else bits."""
+        if "bits" in self.tensors.get(name, {}):
+            return int(self.tensors[name]["bits"])
+        if table_bits:
+            return table_bits
         bits = self.bits
         for key, opts in self.overrides.items():
             if key in name and "bits" in opts:
@@ -80,7 +100,7 @@ class Recipe:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.precision == "int4" and "gptq" in (self.method, self.head_method)
+        return self.precision == "int4" and ("gptq" in (self.method, self.head_method) or self.importance)
 
     def to_dict(self) -> dict:
         return asdict(self)
