@@ -146,6 +146,9 @@ BLOCK_SIZES = ("16", "32", "64", "128", "256")
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Package folder to write.")
 @click.option("--precision", type=click.Choice(["int4", "fp32"]), default="int4", show_default=True)
 @click.option("--recipe", "recipe_name", default=None, help="Named quantization recipe (see README); overrides defaults.")
+@click.option("--bpw", type=click.FloatRange(2.0, 16.0), default=None,
+              help="Bits-per-weight budget: weight bytes <= BPW x parameters / 8, each tensor's bits (4, 6, 8) and "
+                   "block chosen by measured error on calibration text. Presets: see README.")
 @click.option("--block-size", type=click.Choice(BLOCK_SIZES), default=None, help="int4 block size along K.")
 @click.option("--asymmetric/--symmetric", default=None, help="int4 blocks with a zero point, or symmetric.")
 @click.option("--accuracy-level", type=click.IntRange(0, 4), default=None,
@@ -160,7 +163,7 @@ BLOCK_SIZES = ("16", "32", "64", "128", "256")
               help="KV cache type recorded in the package (float16 halves its memory; see README).")
 @click.option("--context-length", type=click.IntRange(min=1), default=None,
               help="Longest context the package serves (default: the model's, capped at 32768).")
-def export_cmd(checkpoint_dir, output, precision, recipe_name, block_size, asymmetric, accuracy_level, calibration,
+def export_cmd(checkpoint_dir, output, precision, recipe_name, bpw, block_size, asymmetric, accuracy_level, calibration,
                target, force, no_validate, kv_dtype, context_length):
     """Export a Hugging Face checkpoint folder (Llama, Mistral, Qwen2, Qwen3, MiniCPM) to an int4 ONNX package."""
     block_size = int(block_size) if block_size else None
@@ -173,7 +176,7 @@ def export_cmd(checkpoint_dir, output, precision, recipe_name, block_size, asymm
         result = run_export(checkpoint_dir, output, precision=precision, recipe_name=recipe_name,
                             block_size=block_size, asymmetric=asymmetric, accuracy_level=accuracy_level,
                             calibration=calibration, target=target, force=force, validate=not no_validate,
-                            kv_dtype=kv_dtype, context_length=context_length, progress=progress)
+                            kv_dtype=kv_dtype, context_length=context_length, progress=progress, bpw=bpw)
     except BaseException:
         progress.abort()
         raise

@@ -80,3 +80,24 @@ class Calibrator:
             if key not in grams:
                 grams[key] = self._gram(x)
             self.hessians[short] = grams[key]
+
+
+def collect_importance(cfg: DecoderConfig, get: Callable[[str], np.ndarray], ids: np.ndarray,
+                       progress: Callable[[int], None] = lambda layer: None) -> dict[str, np.ndarray]:
+    """Σx² per input column of every linear layer (and of the head) over the calibration tokens, in one
+    reference forward, one layer at a time: llama.cpp's imatrix, keyed by Hugging Face weight name.
+    Only the diagonal is kept (K floats a tensor), so a 2B model needs no Gram matrices."""
+    mlp = ("gate_proj", "up_proj", "down_proj")
+    h, out = embed(cfg, get, ids), {}
+    for i in range(cfg.num_layers):
+        taps: dict[str, np.ndarray] = {}
+        h = decoder_layer(cfg, get, i, h, taps)
+        for short, x in taps.items():
+            x2 = x.reshape(-1, x.shape[-1]).astype(np.float64)
+            out[f"model.layers.{i}.{'mlp' if short in mlp else 'self_attn'}.{short}.weight"] = \
+                np.einsum("tk,tk->k", x2, x2).astype(np.float32) / len(x2)
+        progress(i)
+    f = final_hidden(cfg, get, h).reshape(-1, cfg.hidden_size).astype(np.float64)
+    head = "model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"
+    out[head] = np.einsum("tk,tk->k", f, f).astype(np.float32) / len(f)
+    return out

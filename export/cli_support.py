@@ -11,7 +11,7 @@ from .recipe import DEFAULT_RECIPE, RECIPES, Recipe
 
 
 def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetric=None, accuracy_level=None,
-                calibration=None, target="any") -> Recipe:
+                calibration=None, target="any", bpw: float | None = None) -> Recipe:
     if precision == "fp32":
         return RECIPES["fp32"]
     if recipe_name is not None and recipe_name not in RECIPES:
@@ -39,13 +39,13 @@ def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetr
         if r.head_block_size is not None or "head_block_size" in changes:
             changes["head_block_size"] = min(changes.get("head_block_size") or r.head_block_size or 128, 128)
     r = replace(r, **changes)
-    return r
+    return r if bpw is None else r.with_budget(bpw)
 
 
 def run_export(src: Path, out: Path, *, precision, recipe_name, block_size, asymmetric, accuracy_level, calibration,
-               target, force, validate, progress, kv_dtype="float32", context_length=None) -> str:
+               target, force, validate, progress, kv_dtype="float32", context_length=None, bpw=None) -> str:
     recipe = make_recipe(precision=precision, recipe_name=recipe_name, block_size=block_size, asymmetric=asymmetric,
-                         accuracy_level=accuracy_level, calibration=calibration, target=target)
+                         accuracy_level=accuracy_level, calibration=calibration, target=target, bpw=bpw)
     result = export_checkpoint(src, out, recipe=recipe, force=force, validate=validate, progress=progress,
                                kv_dtype=kv_dtype, context_length=context_length)
     return summary(result)
@@ -77,6 +77,13 @@ def summary(r: ExportResult) -> str:
         f"  package     {_mb(r.package_bytes)} ({_relative_size(r.package_bytes, r.source_bytes)})",
         f"  time        {r.seconds:.1f} s",
     ]
+    if q.get("tensors"):
+        lines.append(f"  mix         {mix_line(q['tensors'])}")
+    params = r.manifest["model"]["parameters"]
+    weights = r.manifest.get("sizes", {}).get("weights_bytes")
+    if weights and q["precision"] == "int4":
+        target = f" (budget {q['bpw']:g})" if q.get("bpw") else ""
+        lines.append(f"  bits/weight {weights * 8 / params:.2f}{target}: {_mb(weights)} of weights for {params:,} parameters")
     if r.worst_tensor:
         w = r.worst_tensor
         lines.append(f"  worst tensor {w['tensor']}: relative RMS error {w['rel_rms_error']:.4f}, "
@@ -86,3 +93,14 @@ def summary(r: ExportResult) -> str:
         lines.append(f"  validation  logits vs numpy reference: max |diff| {v['max_abs_diff']:.3g}, "
                      f"top-1 agreement {v['top1_agreement']:.1%} (16-token probe)")
     return "\n".join(lines)
+
+
+def mix_line(tensors: dict[str, dict]) -> str:
+    """'q_proj 6b64×3 4b128×5; ...': bits and block per tensor kind, from a --bpw plan."""
+    from collections import Counter
+    kinds: dict[str, Counter] = {}
+    for name, o in tensors.items():
+        kind = name.rsplit(".", 2)[-2] if name.startswith("model.layers.") else name.split(".")[-2]
+        kinds.setdefault(kind, Counter())[f"{o['bits']}b{o['block_size']}"] += 1
+    return "; ".join(f"{k} " + " ".join(f"{opt}×{n}" for opt, n in sorted(c.items(), key=lambda t: -t[1]))
+                     for k, c in kinds.items())

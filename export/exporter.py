@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +26,7 @@ from .tokenizer_meta import chat_spec, tokenizer_spec
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
 COPIED = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
           "generation_config.json", "chat_template.jinja")
+SENSITIVITY_SEQS, SENSITIVITY_LEN = 2, 256   # calibration tokens on which --bpw measures each tensor's effect
 MAX_DEFAULT_CONTEXT = 32768   # the rotary table and attention mask are sized by it; --context-length raises it
 
 
@@ -43,6 +44,11 @@ class ExportResult:
         return 1.0 - self.package_bytes / self.source_bytes
 
 
+def parameter_count(cfg: DecoderConfig) -> int:
+    """Parameters as the manifest counts them (a tied table once): the --bpw budget's denominator."""
+    return int(sum(int(np.prod(s)) for s in cfg.expected_shapes().values()))
+
+
 def check_tensors(ckpt, cfg: DecoderConfig) -> None:
     for name, shape in cfg.expected_shapes().items():
         if name not in ckpt:
@@ -54,8 +60,11 @@ def check_tensors(ckpt, cfg: DecoderConfig) -> None:
 
 def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force: bool = False,
                       validate: bool = True, context_length: int | None = None, kv_dtype: str = "float32",
-                      progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
+                      progress: Callable[[str, int, int], None] | None = None, bpw: float | None = None) -> ExportResult:
+    """`bpw`: a bits-per-weight budget on top of `recipe` (Recipe.with_budget): weight bytes <= bpw x parameters / 8."""
     src, out = Path(src), Path(out)
+    if bpw is not None:
+        recipe = recipe.with_budget(bpw)
     t0 = time.perf_counter()
     if not src.is_dir():
         raise CheckpointError(f"{src}: checkpoint folder not found")
@@ -78,16 +87,24 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
         tok, tokenizer = tokenizer_spec(src, cfg)
         chat = chat_spec(src, family, tokenizer, tok)
         with atomic_folder(out, force=force, source=src) as tmp:
-            calibrator = None
+            calibrator, importance = None, {}
             if recipe.needs_calibration:
-                from .calibrate import Calibrator, calibration_ids
+                from .calibrate import Calibrator, calibration_ids, collect_importance
                 ids = calibration_ids(tokenizer.encode, tok["bos_id"], recipe.calibration, n_seq=recipe.calibration_seqs,
                                       seq_len=recipe.calibration_len)
-                calibrator = Calibrator(cfg, ckpt.load, ids)
+                if "gptq" in (recipe.method, recipe.head_method):
+                    calibrator = Calibrator(cfg, ckpt.load, ids)
+                if recipe.importance:
+                    importance = collect_importance(cfg, ckpt.load, ids)
+            if recipe.bpw is not None and not recipe.tensors and recipe.precision == "int4":
+                from .budget import plan_budget
+                probe = None if not recipe.needs_calibration else ids[:SENSITIVITY_SEQS, :SENSITIVITY_LEN]
+                plan = plan_budget(cfg, ckpt.load, recipe, recipe.bpw, importance, parameter_count(cfg), ids=probe)
+                recipe = replace(recipe, tensors=plan.tensors())
             writer = ExternalDataWriter(tmp, DATA_FILE)
             try:
                 graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx, kv_dtype=kv_dtype,
-                                     calibrator=calibrator, progress=on_tensor)
+                                     calibrator=calibrator, importance=importance, progress=on_tensor)
                 model = graph.build()
             finally:
                 writer.close()
@@ -133,7 +150,7 @@ def build_manifest(cfg: DecoderConfig, family: Family, recipe: Recipe, tok: dict
             "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
             "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim, "intermediate_size": cfg.intermediate_size,
             "vocab_size": cfg.vocab_size, "context_length": context_length,
-            "parameters": int(sum(int(np.prod(s)) for s in cfg.expected_shapes().values())),
+            "parameters": parameter_count(cfg),
             "details": {**cfg.details(), "max_position_embeddings": cfg.max_position_embeddings},
         },
         "files": {key: file_entry(folder, name) for key, name in files.items()},

@@ -1,7 +1,7 @@
 """Quantization recipes: what the exporter does to each weight. Recorded verbatim in the manifest."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from edge_llm.errors import ExportError
 
@@ -101,6 +101,13 @@ class Recipe:
     @property
     def needs_calibration(self) -> bool:
         return self.precision == "int4" and ("gptq" in (self.method, self.head_method) or self.importance)
+
+    def with_budget(self, bpw: float) -> "Recipe":
+        """This recipe under a --bpw budget: per-tensor bits and blocks planned on importance-weighted error."""
+        if not 2.0 <= bpw <= 16.0:
+            raise ExportError(f"--bpw {bpw:g}: expected bits per weight between 2 and 16")
+        return replace(self, bpw=float(bpw), importance=True, clip_search=True, tensors={},
+                       calibration_seqs=min(self.calibration_seqs, 6))
 
     def to_dict(self) -> dict:
         return asdict(self)
