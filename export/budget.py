@@ -29,7 +29,10 @@ from .recipe import Recipe
 
 OPTIONS = ((4, 128), (4, 64), (4, 32), (6, 128), (6, 64), (6, 32), (8, 128), (8, 64))
 SAMPLE_ROWS = 256
-FIXED_MARGIN = 16384       # the rotary inv_freq, logits_to_keep and other small constants, generously
+FIXED_MARGIN = 16384
+CACHE_BYTES = 2 << 30          # float32 weights kept in memory during the sensitivity pass, at most
+KL_POSITIONS = 64              # positions per calibration sequence where the sensitivity pass compares logits
+SENSITIVITY_PARAMS = 400_000_000   # layer parameters up to which every layer's tensors are measured end to end       # the rotary inv_freq, logits_to_keep and other small constants, generously
 
 
 @dataclass(frozen=True)
@@ -182,18 +185,25 @@ def measure_gains(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: 
     so gain × e(option) predicts each option's KL; the plan minimises the predicted sum."""
     from .reference import decoder_layer, embed, final_hidden, head_weight_name
     head = head_weight_name(cfg)
+    if 4 * sum(int(np.prod(s)) for s in cfg.expected_shapes().values()) <= CACHE_BYTES:
+        get = _cached(get)       # every measured tensor re-runs the layers after it: read each weight once
     hs = [embed(cfg, get, ids)]
     for i in range(cfg.num_layers):
         hs.append(decoder_layer(cfg, get, i, hs[-1]))
-    final = final_hidden(cfg, get, hs[-1])
+    keep = slice(-KL_POSITIONS, None)      # the head runs on each sequence's last positions only (most context)
+    final = final_hidden(cfg, get, hs[-1])[:, keep]
     ref = _log_softmax(final @ get(head).T)
     p_ref = np.exp(ref)
 
     def kl(logits):
         return float((p_ref * (ref - _log_softmax(logits))).sum(-1).mean())
 
+    measured = _measured_layers(cfg)
+
     gains = {}
     for name, opt in probe.items():
+        if name.startswith("model.layers.") and int(name.split(".")[2]) not in measured:
+            continue
         progress(name)
         w = get(name)
         r = cfg.residual_scale if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
@@ -208,14 +218,37 @@ def measure_gains(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: 
             h = hs[layer]
             for i in range(layer, cfg.num_layers):
                 h = decoder_layer(cfg, local if i == layer else get, i, h)
-            d = kl(final_hidden(cfg, get, h) @ get(head).T)
+            d = kl(final_hidden(cfg, get, h[:, keep]) @ get(head).T)
         else:                     # the embedding table (tied: also the head): a whole forward
             h = embed(cfg, local, ids)
             for i in range(cfg.num_layers):
                 h = decoder_layer(cfg, get, i, h)
-            d = kl(final_hidden(cfg, get, h) @ local(head).T)
+            d = kl(final_hidden(cfg, get, h[:, keep]) @ local(head).T)
         gains[name] = d / max(opt.error, 1e-12)
+    for name in probe:           # layers not measured take the nearest measured layer's gain, tensor by tensor
+        if name not in gains:
+            i = int(name.split(".")[2])
+            j = min(measured, key=lambda m: (abs(m - i), m))
+            gains[name] = gains[name.replace(f"model.layers.{i}.", f"model.layers.{j}.", 1)]
     return gains
+
+
+def _cached(get: Callable[[str], np.ndarray]) -> Callable[[str], np.ndarray]:
+    store: dict[str, np.ndarray] = {}
+
+    def cached(name: str) -> np.ndarray:
+        if name not in store:
+            store[name] = get(name)
+        return store[name]
+    return cached
+
+
+def _measured_layers(cfg: DecoderConfig) -> list[int]:
+    """Every layer of a small model; a big one (each forward costs seconds in numpy) every k-th layer, the
+    first and the last included, so the pass stays within minutes."""
+    layer_params = sum(int(np.prod(s)) for n, s in cfg.expected_shapes().items() if n.startswith("model.layers."))
+    k = max(1, -(-layer_params // SENSITIVITY_PARAMS))
+    return sorted(set(range(0, cfg.num_layers, k)) | {cfg.num_layers - 1})
 
 
 def plan_budget(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: Recipe, bpw: float,

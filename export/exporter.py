@@ -26,7 +26,7 @@ from .tokenizer_meta import chat_spec, tokenizer_spec
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
 COPIED = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
           "generation_config.json", "chat_template.jinja")
-SENSITIVITY_SEQS, SENSITIVITY_LEN = 2, 256   # calibration tokens on which --bpw measures each tensor's effect
+SENSITIVITY_SEQS, SENSITIVITY_LEN = 2, 128   # calibration tokens on which --bpw measures each tensor's effect
 MAX_DEFAULT_CONTEXT = 32768   # the rotary table and attention mask are sized by it; --context-length raises it
 
 

@@ -54,10 +54,10 @@ def attention(cfg: DecoderConfig, get: Getter, i: int, x: np.ndarray) -> np.ndar
     q, k = rope(q, pos, inv), rope(k, pos, inv)
     k, v = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)       # (T, H, hd)
     mask = np.triu(np.full((T, T), -np.inf, np.float32), 1)
-    att = np.einsum("thd,shd->hts", q, k) / np.float32(np.sqrt(hd)) + mask
+    att = np.matmul(q.transpose(1, 0, 2), k.transpose(1, 2, 0)) / np.float32(np.sqrt(hd)) + mask   # (H, T, T)
     att = np.exp(att - att.max(-1, keepdims=True))
     att /= att.sum(-1, keepdims=True)
-    return np.einsum("hts,shd->thd", att, v).reshape(T, H * hd)
+    return np.matmul(att, v.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(T, H * hd)
 
 
 def decoder_layer(cfg: DecoderConfig, get: Getter, i: int, h: np.ndarray,
