@@ -7,7 +7,7 @@
 #        LLAMACPP_BIN  folder with llama-quantize                               [required]
 #        QUANT_PY      python with torch, numpy, sentencepiece, transformers,
 #                      safetensors, protobuf (the converter's needs; never the project venv)
-#                                                                              [default /work/quantvenv/bin/python]
+#                                                                              [default $WORK/quantvenv/bin/python]
 #        TYPES         types to make [default "Q8_0 Q4_0 Q4_K_S Q4_K_M"]
 # Existing files are kept. Logs go next to the GGUFs.
 set -euo pipefail
@@ -15,7 +15,7 @@ CK="${1:?checkpoint folder}"
 OUT="${2:?output folder}"
 : "${LLAMACPP_SRC:?set LLAMACPP_SRC to the llama.cpp source tree}"
 : "${LLAMACPP_BIN:?set LLAMACPP_BIN to the folder holding llama-quantize}"
-PY="${QUANT_PY:-/work/quantvenv/bin/python}"
+PY="${QUANT_PY:-${WORK:?set WORK (scratch folder) or QUANT_PY}/quantvenv/bin/python}"
 TYPES="${TYPES:-Q8_0 Q4_0 Q4_K_S Q4_K_M}"
 mkdir -p "$OUT"
 

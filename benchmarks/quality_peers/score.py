@@ -2,7 +2,7 @@
 same fp32 reference logits (edge-llm's fp32 export).
 
     python benchmarks/quality_peers/score.py --reference WORK/pkg/fp32 --packages WORK/pkg \
-        --ggufs WORK/gguf --llama-logits /work/llamacpp/build/bin/llama-logits \
+        --ggufs WORK/gguf --llama-logits $WORK/llamacpp/build/bin/llama-logits \
         --text ../shared/fixtures/corpus-valid.txt --max-tokens 199680 --out benchmarks/results/quality-peers-fixture
 
 Token ids come from the reference package's tokenizer by the fixture protocol (documents split on

@@ -1,9 +1,9 @@
 """Train the tiny byte-level BPE tokenizer shared by the tiny test models (tests/data/tiny-tokenizer/).
 
 One-off reference tool, NOT part of edge-llm: it needs the `tokenizers` library (installed in the separate
-reference venv /work/refvenv, see record_references.py), never torch.
+reference venv $WORK/refvenv, see record_references.py), never torch.
 
-    /work/refvenv/bin/python benchmarks/references/make_tiny_tokenizer.py [OUT_DIR]
+    $WORK/refvenv/bin/python benchmarks/references/make_tiny_tokenizer.py [OUT_DIR]
 
 What it builds (deterministic: the same bytes every run, checked by training twice):
   * model: BPE, byte-level (ByteLevel pre-tokenizer with GPT-2's regex, no prefix space; ByteLevel decoder and

@@ -4,9 +4,9 @@ One-off reference tool, NOT part of edge-llm. transformers 5.x no longer has a s
 (`use_fast=False` is ignored there and the converted fast tokenizer prepends `▁`), so this part runs in a small
 side venv with the last 4.x release and no torch:
 
-    python3 -m venv /work/refvenv/tf4
-    /work/refvenv/tf4/bin/pip install "transformers<5" sentencepiece protobuf jinja2   # got 4.57.6
-    /work/refvenv/tf4/bin/python benchmarks/references/record_minicpm_tokenizer.py
+    python3 -m venv $WORK/refvenv/tf4
+    $WORK/refvenv/tf4/bin/pip install "transformers<5" sentencepiece protobuf jinja2   # got 4.57.6
+    $WORK/refvenv/tf4/bin/python benchmarks/references/record_minicpm_tokenizer.py
 
 (record_references.py runs it for you.) Writes tests/data/references/minicpm2b_tokenizer.json.
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import refjson  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TOK_DIR = Path("/work/shared/fixtures/minicpm-2b-tokenizer")
+TOK_DIR = Path(__file__).resolve().parents[3] / "shared/fixtures/minicpm-2b-tokenizer"   # ../shared beside the checkout
 OUT = ROOT / "tests" / "data" / "references" / "minicpm2b_tokenizer.json"
 
 STRINGS = [

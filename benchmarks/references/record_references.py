@@ -1,20 +1,20 @@
 """Record independent reference outputs from Hugging Face transformers + torch (one-off tool).
 
 NOT part of edge-llm: torch and transformers must never become edge-llm dependencies. They live in a separate
-venv, /work/refvenv:
+venv, $WORK/refvenv:
 
-    python3 -m venv /work/refvenv
-    /work/refvenv/bin/pip install torch==2.13.0 transformers safetensors tokenizers jinja2 sentencepiece numpy protobuf
+    python3 -m venv $WORK/refvenv
+    $WORK/refvenv/bin/pip install torch==2.13.0 transformers safetensors tokenizers jinja2 sentencepiece numpy protobuf
     # recorded with torch 2.13.0+cpu, transformers 5.24.0, tokenizers 0.23.3, safetensors 0.8.0, numpy 2.4.6
 
     # the MiniCPM-2B slow-tokenizer part needs transformers 4.x (5.x has no slow LlamaTokenizer); no torch:
-    python3 -m venv /work/refvenv/tf4
-    /work/refvenv/tf4/bin/pip install "transformers<5" sentencepiece protobuf jinja2      # got 4.57.6
+    python3 -m venv $WORK/refvenv/tf4
+    $WORK/refvenv/tf4/bin/pip install "transformers<5" sentencepiece protobuf jinja2      # got 4.57.6
 
-    # SmolLM2 checkpoint (dequantized Q4_1 weights), if /work/cache/smollm2-135m-instruct is missing:
-    python /work/shared/fixtures/make_smollm2.py /work/cache
+    # SmolLM2 checkpoint (dequantized Q4_1 weights), if $WORK/cache/smollm2-135m-instruct is missing:
+    python ../shared/fixtures/make_smollm2.py $WORK/cache
 
-    cd /work/main && nice /work/refvenv/bin/python benchmarks/references/record_references.py
+    nice $WORK/refvenv/bin/python benchmarks/references/record_references.py
     # parts: --only tokenizer,tiny,smollm2,minicpm (default: all)
 
 Writes (paths relative to the repository root):
@@ -22,7 +22,7 @@ Writes (paths relative to the repository root):
   tests/data/tiny-families/<name>/           tiny random bf16 checkpoints + reference.json + reference_logits.npy
   tests/data/references/smollm2.json         SmolLM2-135M-Instruct tokenizer / chat template / greedy references
   tests/data/references/smollm2_logits.npz   SmolLM2 top-64 logits + logsumexp per position
-  tests/data/references/minicpm2b_tokenizer.json  (record_minicpm_tokenizer.py, run in /work/refvenv/tf4)
+  tests/data/references/minicpm2b_tokenizer.json  (record_minicpm_tokenizer.py, run in $WORK/refvenv/tf4)
 
 Everything is deterministic (single thread, fixed seeds, fixed zip timestamps): a second run gives the same bytes.
 """
@@ -74,8 +74,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_TOK = ROOT / "tests" / "data" / "tiny-tokenizer"
 FAMILIES = ROOT / "tests" / "data" / "tiny-families"
 REFS = ROOT / "tests" / "data" / "references"
-SMOLLM2 = Path("/work/cache/smollm2-135m-instruct")
-TF4_PYTHON = Path("/work/refvenv/tf4/bin/python")
+SMOLLM2 = Path("$WORK/cache/smollm2-135m-instruct")
+TF4_PYTHON = Path("$WORK/refvenv/tf4/bin/python")
 
 VERSIONS = {
     "torch": torch.__version__,
@@ -471,7 +471,7 @@ def run_smollm2() -> None:
     cfg = json.loads((SMOLLM2 / "config.json").read_text())
     out = {
         "what": "SmolLM2-135M-Instruct references from transformers + torch (float32 weights); the checkpoint is "
-                "/work/cache/smollm2-135m-instruct built by /work/shared/fixtures/make_smollm2.py, whose weights "
+                "$WORK/cache/smollm2-135m-instruct built by ../shared/fixtures/make_smollm2.py, whose weights "
                 "are dequantized Q4_1 values (not the original bf16 release)",
         "model_dir": str(SMOLLM2),
         "model_sha256": hashlib.sha256((SMOLLM2 / "model.safetensors").read_bytes()).hexdigest(),
