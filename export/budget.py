@@ -29,10 +29,10 @@ from .recipe import Recipe
 
 OPTIONS = ((4, 128), (4, 64), (4, 32), (6, 128), (6, 64), (6, 32), (8, 128), (8, 64))
 SAMPLE_ROWS = 256
-FIXED_MARGIN = 16384
+FIXED_MARGIN = 16384           # the rotary inv_freq, logits_to_keep and other small constants, generously
 CACHE_BYTES = 2 << 30          # float32 weights kept in memory during the sensitivity pass, at most
 KL_POSITIONS = 64              # positions per calibration sequence where the sensitivity pass compares logits
-SENSITIVITY_PARAMS = 400_000_000   # layer parameters up to which every layer's tensors are measured end to end       # the rotary inv_freq, logits_to_keep and other small constants, generously
+SENSITIVITY_PARAMS = 400_000_000   # layer parameters up to which every layer's tensors are measured end to end
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,18 @@ def tensor_bytes(n: int, k: int, *, bits: int, block: int, recipe: Recipe, gathe
     return total + sum(_padding(a) for a in arrays)
 
 
+def _as_stored(cfg: DecoderConfig, name: str, w: np.ndarray) -> tuple[np.ndarray, float]:
+    """The matrix the exporter quantizes (o_proj/down_proj carry the residual scale, decoder.linear) and that scale."""
+    r = cfg.residual_scale if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
+    return (w if r == 1.0 else w * np.float32(r)), r
+
+
+def _quantize(w: np.ndarray, recipe: Recipe, bits: int, block: int, imp: np.ndarray | None):
+    """As DecoderGraph._quantize does for round-to-nearest recipes: 8-bit symmetric without clip search."""
+    return quantize(w, bits=bits, block_size=block, symmetric=recipe.symmetric or bits == 8,
+                    clip_search=recipe.clip_search and bits != 8, importance=imp if recipe.importance else None)
+
+
 def _relative_error(w: np.ndarray, q, imp: np.ndarray | None) -> float:
     d = (dequantize(q) - w).astype(np.float64) ** 2
     w2 = w.astype(np.float64) ** 2
@@ -97,22 +109,14 @@ def measure(name: str, w: np.ndarray, recipe: Recipe, imp: np.ndarray | None, *,
     rows = w if n <= SAMPLE_ROWS else w[np.sort(rng.choice(n, SAMPLE_ROWS, replace=False))]
     opts, seen = [], set()
     for bits, block in OPTIONS:
-        bs = _block(recipe, block, k)
+        bs = recipe.block_for_target(block, k)
         if (bits, bs) in seen:
             continue
         seen.add((bits, bs))
-        q = quantize(rows, bits=bits, block_size=bs, symmetric=recipe.symmetric or bits == 8,
-                     clip_search=recipe.clip_search and bits != 8, importance=imp if recipe.importance else None)
+        q = _quantize(rows, recipe, bits, bs, imp)
         opts.append(Option(bits, bs, tensor_bytes(n, k, bits=bits, block=bs, recipe=recipe, gather=gather),
                            _relative_error(rows, q, None if imp is None else imp.astype(np.float64))))
     return opts
-
-
-def _block(recipe: Recipe, block: int, k: int) -> int:
-    if recipe.target == "arm":
-        while block > 32 and k % block:
-            block //= 2
-    return recipe.fit(block, k)
 
 
 def _hull(opts: list[Option]) -> list[Option]:
@@ -205,11 +209,8 @@ def measure_gains(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: 
         if name.startswith("model.layers.") and int(name.split(".")[2]) not in measured:
             continue
         progress(name)
-        w = get(name)
-        r = cfg.residual_scale if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
-        q = quantize(w * np.float32(r), bits=opt.bits, block_size=opt.block, symmetric=recipe.symmetric or opt.bits == 8,
-                     clip_search=recipe.clip_search, importance=importance.get(name) if recipe.importance else None)
-        wq = dequantize(q) / np.float32(r)
+        w, r = _as_stored(cfg, name, get(name))
+        wq = dequantize(_quantize(w, recipe, opt.bits, opt.block, importance.get(name))) / np.float32(r)
         local = lambda n, _name=name, _wq=wq: _wq if n == _name else get(n)
         if name == head and not cfg.tie_word_embeddings:         # an untied head: only the last matmul changes
             d = kl(final @ wq.T)
@@ -261,9 +262,7 @@ def plan_budget(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: Re
     options = {}
     for name, (shape, gather) in quantized_tensors(cfg).items():
         progress(name)
-        w = get(name)
-        if name.endswith(("o_proj.weight", "down_proj.weight")) and cfg.residual_scale != 1.0:
-            w = w * np.float32(cfg.residual_scale)
+        w, _ = _as_stored(cfg, name, get(name))
         options[name] = measure(name, w, recipe, importance.get(name), gather=gather, rng=rng)
     if ids is not None:        # measured sensitivity: each tensor's error weighted by its effect on the logits
         probe = {name: min(opts, key=lambda o: o.nbytes) for name, opts in options.items()}

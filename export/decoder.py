@@ -133,15 +133,15 @@ class DecoderGraph:
         return [(name, 4, [f"{name}.q4", f"{name}.scales"] + zp),
                 (lo, 2, [f"{lo}.q2", f"{lo}.scales", f"{lo}.zero_points"])]
 
-    def _store_q(self, name: str, q: QTensor) -> list[list[str]]:
-        """Writes a quantized tensor's initializers; returns one input list per kernel part."""
+    def _store_q(self, name: str, q: QTensor) -> tuple[list[list[str]], list[int]]:
+        """Writes a quantized tensor's initializers; returns (input names, kernel bits) per part."""
         parts = split_6bit(q) if q.bits == 6 else (q,)
         names = self._part_names(name, q.bits, q.zero_points is not None)
-        out = []
+        inputs = []
         for part, (_, _, inits) in zip(parts, names):
             arrays = [part.codes, self._scales(name, part)] + ([] if part.zero_points is None else [part.zero_points])
-            out.append([self.g.weight(n, a) for n, a in zip(inits, arrays)])
-        return out
+            inputs.append([self.g.weight(n, a) for n, a in zip(inits, arrays)])
+        return inputs, [bits for _, bits, _ in names]
 
     def linear(self, x: str, names: list[str], path: str, *, scale: float = 1.0, bias: bool = False) -> str:
         """y = x @ concat(W_names)^T [+ concat(b_names)], as one MatMulNBits (int4) or MatMul (fp32)."""
@@ -166,8 +166,7 @@ class DecoderGraph:
         q = self._quantize(stored, w, block, method=self.recipe.method, hf_name=names[0],
                            bits=self.recipe.bits_for(names[0]))
         x = self._cast(x, f"{path}/Cast", TensorProto.FLOAT16)
-        parts = self._store_q(stored, q)
-        kinds = [b for _, b, _ in self._part_names(stored, q.bits, q.zero_points is not None)]
+        parts, kinds = self._store_q(stored, q)
         y = self._matmul_parts(x, parts, kinds, path, k=k, n=n_out, block=block)
         return self._cast(y, f"{path}/Cast_out", TensorProto.FLOAT)
 

@@ -67,6 +67,10 @@ class Recipe:
             if key in name and "block_size" in opts:
                 bs = int(opts["block_size"])
         bs = int(self.tensors.get(name, {}).get("block_size", bs))
+        return self.block_for_target(bs, k)
+
+    def block_for_target(self, bs: int, k: int) -> int:
+        """The block a tensor with K inputs takes for a wanted block: on ARM at most 128 and dividing K."""
         if self.target == "arm":
             bs = min(bs, 128)
             while bs > 32 and k % bs:
