@@ -189,8 +189,6 @@ def measure_gains(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: 
     so gain × e(option) predicts each option's KL; the plan minimises the predicted sum."""
     from .reference import decoder_layer, embed, final_hidden, head_weight_name
     head = head_weight_name(cfg)
-    if 4 * sum(int(np.prod(s)) for s in cfg.expected_shapes().values()) <= CACHE_BYTES:
-        get = _cached(get)       # every measured tensor re-runs the layers after it: read each weight once
     hs = [embed(cfg, get, ids)]
     for i in range(cfg.num_layers):
         hs.append(decoder_layer(cfg, get, i, hs[-1]))
@@ -259,6 +257,8 @@ def plan_budget(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: Re
     fixed = FIXED_MARGIN + sum(4 * int(np.prod(s)) + SMALL_ALIGN for s in shapes.values() if len(s) != 2)
     plan = BudgetPlan(int(bpw * parameters / 8), parameters, fixed)
     rng = np.random.default_rng(0)
+    if 4 * sum(int(np.prod(s)) for s in shapes.values()) <= CACHE_BYTES:
+        get = _cached(get)    # both passes read every weight, and each measured tensor re-runs the layers after it
     options = {}
     for name, (shape, gather) in quantized_tensors(cfg).items():
         progress(name)
