@@ -92,7 +92,8 @@ def _as_stored(cfg: DecoderConfig, name: str, w: np.ndarray) -> tuple[np.ndarray
 def _quantize(w: np.ndarray, recipe: Recipe, bits: int, block: int, imp: np.ndarray | None):
     """As DecoderGraph._quantize does for round-to-nearest recipes: 8-bit symmetric without clip search."""
     return quantize(w, bits=bits, block_size=block, symmetric=recipe.symmetric or bits == 8,
-                    clip_search=recipe.clip_search and bits != 8, importance=imp if recipe.importance else None)
+                    clip_search=recipe.clip_search and bits != 8, importance=imp if recipe.importance else None,
+                    refine=recipe.refine_scale)
 
 
 def _relative_error(w: np.ndarray, q, imp: np.ndarray | None) -> float:

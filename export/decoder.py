@@ -97,7 +97,7 @@ class DecoderGraph:
         else:
             imp = self.importance.get(hf_name) if r.importance else None
             q = quantize(w, bits=bits, block_size=block, symmetric=r.symmetric, clip_search=r.clip_search,
-                         importance=imp)
+                         importance=imp, refine=r.refine_scale)
         self.report.add(name, w, q)
         return q
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .quant import QTensor, _asymmetric_params, _refine_scale, _search_clip, _symmetric_params, pack_nibbles
+from .quant import QTensor, _asymmetric_params, _search_clip, _symmetric_params, pack_nibbles
 
 
 def gptq_quantize(w: np.ndarray, hessian: np.ndarray, *, block_size: int, symmetric: bool,
@@ -37,8 +37,6 @@ def gptq_quantize(w: np.ndarray, hessian: np.ndarray, *, block_size: int, symmet
         blk = W[:, g0:g1]                                           # view: updated in place
         clip = _search_clip(blk[:, None, :], params)[:, 0] if clip_search else 1.0
         scale, zp = params(blk[:, None, :], clip if np.ndim(clip) == 0 else clip[:, None])
-        if clip_search:
-            scale = _refine_scale(blk[:, None, :], scale, zp, 4, 1.0)
         scale, zp = scale[:, 0], None if zp is None else zp[:, 0]
         inv = np.where(scale == 0, 0.0, 1.0 / np.where(scale == 0, 1.0, scale)).astype(np.float32)
         z = np.float32(8.0) if zp is None else zp.astype(np.float32)

@@ -173,11 +173,11 @@ def _refine_scale(b, scale, zp, bits, weights, rounds: int = 2):
 
 
 def quantize(w: np.ndarray, *, bits: int = 4, block_size: int = 32, symmetric: bool = True, clip_search: bool = False,
-             importance: np.ndarray | None = None, chunk_rows: int = 4096) -> QTensor:
+             importance: np.ndarray | None = None, refine: bool = False, chunk_rows: int = 4096) -> QTensor:
     """Quantize a (N, K) float matrix blockwise along K to `bits` (2, 4, 6 or 8).
 
-    `clip_search` picks, per block, the range shrink factor with the least squared reconstruction error,
-    then refines the scale by least squares; `importance` (K,) weights that error per input column (the
+    `clip_search` picks, per block, the range shrink factor with the least squared reconstruction error;
+    `refine` then refits the scale by least squares (with clip_search); `importance` (K,) weights that error per input column (the
     imatrix idea: columns whose activations are large matter more). Rows are processed in chunks so a
     122k x 2304 embedding never needs more than a few copies of `chunk_rows` rows in memory.
     """
@@ -197,7 +197,7 @@ def quantize(w: np.ndarray, *, bits: int = 4, block_size: int = 32, symmetric: b
         b = _blocks(w[r0:r0 + chunk_rows], block_size)
         clip = _search_clip(b, params, bits, weights) if clip_search else 1.0
         scale, zp = params(b, clip, bits=bits)
-        if clip_search:
+        if clip_search and refine:
             scale = _refine_scale(b, scale, zp, bits, weights)
         codes[r0:r0 + chunk_rows] = _codes(b, scale, zp, bits)
         scales[r0:r0 + chunk_rows] = scale

@@ -29,6 +29,7 @@ class Recipe:
     scale_dtype: str = "float32"     # "float16": half the scale bytes; MatMulNBits/GatherBlockQuantized then run
                                      # on float16 activations, cast from/to the float32 residual stream around them
     importance: bool = False         # weight the clip/scale search by Σx² per input column from calibration text
+    refine_scale: bool = False       # after the clip search, refit each block's scale by least squares
     tensors: dict = field(default_factory=dict)  # exact weight name -> {"bits", "block_size"}: a --bpw plan; wins
     bpw: float | None = None         # the budget the plan was chosen for (bits per parameter), recorded
 
@@ -110,7 +111,7 @@ class Recipe:
         """This recipe under a --bpw budget: per-tensor bits and blocks planned on importance-weighted error."""
         if not 2.0 <= bpw <= 16.0:
             raise ExportError(f"--bpw {bpw:g}: expected bits per weight between 2 and 16")
-        return replace(self, bpw=float(bpw), importance=True, clip_search=True, tensors={},
+        return replace(self, bpw=float(bpw), importance=True, clip_search=True, refine_scale=True, tensors={},
                        calibration_seqs=min(self.calibration_seqs, 6))
 
     def to_dict(self) -> dict:
