@@ -27,7 +27,7 @@ from .onnx_writer import ALIGN, SMALL, SMALL_ALIGN
 from .quant import dequantize, quantize, stored_bytes
 from .recipe import Recipe
 
-OPTIONS = ((4, 128), (4, 64), (4, 32), (6, 128), (6, 64), (6, 32), (8, 128), (8, 64))
+OPTIONS = ((4, 128), (4, 64), (4, 32), (6, 128), (6, 64), (6, 32), (8, 128), (8, 64), (8, 32))
 SAMPLE_ROWS = 256
 FIXED_MARGIN = 16384           # the rotary inv_freq, logits_to_keep and other small constants, generously
 CACHE_BYTES = 2 << 30          # float32 weights kept in memory during the sensitivity pass, at most
