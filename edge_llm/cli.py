@@ -1,7 +1,7 @@
 """`edge-llm` command line. Thin: parse, call one library function, print.
 
 Every error is one line on stderr ("edge-llm: error: ..." or "edge-llm: internal error: ..."); tracebacks
-only with --debug. Exit codes: 0 ok · 1 domain error (bad checkpoint, package, file; EdgeLLMError) ·
+only with --debug. Exit codes: 0 ok · 1 domain error (bad checkpoint, package, file, serve's port in use; EdgeLLMError) ·
 2 bad usage or value (click, one line) · 70 internal error (a bug: one line naming the exception) ·
 130 Ctrl-C · 141 stdout closed (`| head`) · 143 SIGTERM. docs/bad-input.md lists the cases.
 Heavy imports (onnx, onnxruntime) happen inside the commands.

@@ -16,41 +16,9 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from serve_helpers import Serve, free_port  # noqa: E402
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "serve.md"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Serve:
-    def __init__(self, *args):
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_llm", "serve", "--port", str(self.port),
-                                      "--threads", "1", "--log-level", "warning", *args],
-                                     stderr=subprocess.PIPE, text=True)
-
-    def __enter__(self):
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("edge-llm serve did not start: " + self.proc.stderr.read())
-            time.sleep(0.1)
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.stderr = self.proc.stderr.read()
 
 
 def doc_blocks(lang):
