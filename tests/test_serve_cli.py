@@ -70,3 +70,11 @@ def test_non_loopback_bind_without_a_key_warns():
         p.terminate()
         p.wait(15)
     assert "WARNING" not in p.stderr.read()
+
+
+def test_prompt_cache_default_is_an_eighth_of_available_memory(monkeypatch):
+    from edge_llm import session
+    from edge_llm.serve.cli import default_cache_mb
+    for avail_mib, want in ((2048, 256), (16384, 1024), (64, 16), (None, 1024)):
+        monkeypatch.setattr(session, "available_memory", lambda a=avail_mib: None if a is None else a * 2 ** 20)
+        assert default_cache_mb() == want, avail_mib
