@@ -22,7 +22,7 @@ class PortInUse(EdgeLLMError):
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on host:port (as uvicorn binds it), or one line saying why not."""
+    """A listening socket on host:port (as uvicorn binds it), or one line saying why not."""
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                           flags=socket.AI_PASSIVE)[0]
@@ -38,6 +38,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
             raise PortInUse(f"port {port} on {host} is already in use (another server?); choose another with "
                             f"--port") from None
         raise EdgeLLMError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.listen(2048)        # from now on clients queue (not refused) while the model loads; uvicorn accepts them
     sock.set_inheritable(True)
     return sock
 
