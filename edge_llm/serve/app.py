@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 import uuid
@@ -22,6 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ..errors import EdgeLLMError
+from . import ollama
 from . import protocol as P
 from .engine import Engine, Job, JobFailed, QueueFull, ShuttingDown
 
@@ -189,7 +191,8 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
                                            "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"})
 
     async def api_error(request: Request, exc: P.ApiError) -> Response:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        body = ollama.error_body(exc) if ollama.is_ollama(request.url.path) else exc.body()
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         err = P.ApiError(exc.detail if isinstance(exc.detail, str) else "error", status=exc.status_code,
@@ -209,6 +212,8 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
         Route("/v1/models/{model:path}", model_info, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        *ollama.routes(engine=engine, auth=auth, read_json=read_json, submit=submit, collect=collect,
+                       stream_response=NDJSONResponse),
     ]
     middleware = [Middleware(CountRequests, engine=engine, paths={r.path for r in routes})]
     if allowed_hosts:
@@ -239,11 +244,18 @@ async def _cancel_on_disconnect(receive, job: Job) -> None:
 class SSEResponse(StreamingResponse):
     """Server-sent events from an async iterator of byte chunks, cancelling `job` the moment the
     client goes away (whether the server reports that through `receive` or a failing `send`)."""
+    kind = "text/event-stream"
 
     def __init__(self, job: Job, chunks):
-        super().__init__(chunks, media_type="text/event-stream",
+        super().__init__(chunks, media_type=self.kind,
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.job, self.chunks = job, chunks
+
+    def end(self) -> bytes:
+        return P.SSE_DONE
+
+    def failed(self, e: JobFailed) -> bytes:
+        return P.sse(P.ApiError(f"generation failed: {e}", status=e.status).body()) + P.SSE_DONE
 
     async def __call__(self, scope, receive, send) -> None:
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, self.job))
@@ -252,17 +264,26 @@ class SSEResponse(StreamingResponse):
             try:
                 async for chunk in self.chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": P.SSE_DONE, "more_body": False})
+                await send({"type": "http.response.body", "body": self.end(), "more_body": False})
             except JobFailed as e:
-                err = P.ApiError(f"generation failed: {e}", status=e.status)
-                await send({"type": "http.response.body", "body": P.sse(err.body()) + P.SSE_DONE,
-                            "more_body": False})
+                await send({"type": "http.response.body", "body": self.failed(e), "more_body": False})
         except OSError:
             pass                 # the client went away mid-send
         finally:
             self.job.cancel()
             watcher.cancel()
             await self.chunks.aclose()
+
+
+class NDJSONResponse(SSEResponse):
+    """Ollama's streams: one JSON object per line; a failure is an {"error": ...} line, as Ollama sends."""
+    kind = "application/x-ndjson"
+
+    def end(self) -> bytes:
+        return b""
+
+    def failed(self, e: JobFailed) -> bytes:
+        return json.dumps({"error": f"generation failed: {e}"}).encode() + b"\n"
 
 
 class CountRequests:
