@@ -45,7 +45,7 @@ def test_documented_examples_work_as_written(tmp_path):
         r = subprocess.run([sys.executable, "-c", py], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and r.stdout.strip(), r.stderr
     lines = [json.loads(x) for x in log.read_text().splitlines()]
-    assert len(lines) == 4                                  # chat, stream, completion, python
+    assert len(lines) == 5                                  # chat, stream, completion, ollama, python
     assert all(x["energy"] in ("estimated", "measured") and x["generated_tokens"] > 0 for x in lines)
 
 
