@@ -154,9 +154,10 @@ def signalled_serve(signum: int):
         got = {}
 
         def ask(stream: bool) -> None:
-            body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"2": -100},
-                               "stream": stream}).encode()
-            req = urllib.request.Request(url + "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            # eos banned, no chat stop strings: the reply runs to the context's end (seconds)
+            body = json.dumps({"prompt": "In the beginning", "max_tokens": 5000, "temperature": 0,
+                               "logit_bias": {"2": -100}, "stream": stream}).encode()
+            req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(req, timeout=120) as r:
                     lines = [ln.strip() for ln in r.read().decode().splitlines() if ln.strip()]

@@ -17,7 +17,9 @@ httpx = pytest.importorskip("httpx")
 
 from serve_helpers import NO_EOS, Serve, free_port  # noqa: E402
 
-ASK = {"messages": [{"role": "user", "content": "hi"}], "logit_bias": NO_EOS}
+# a plain completion with eos banned runs to the end of the context (2,048 tokens, seconds): no chat
+# stop string can end it early, as one may end a sampled (or even a greedy) chat reply
+ASK = {"prompt": "In the beginning", "max_tokens": 5000, "temperature": 0, "logit_bias": NO_EOS}
 
 
 @pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "edge-llm: interrupted"),
@@ -25,7 +27,7 @@ ASK = {"messages": [{"role": "user", "content": "hi"}], "logit_bias": NO_EOS}
 def test_stopping_mid_request_answers_every_client_without_a_traceback(sig, code, said):
     got = {}
     with Serve("--max-tokens", "0") as s:        # 0: replies run to the context (2048 tokens), seconds
-        url = f"http://127.0.0.1:{s.port}/v1/chat/completions"
+        url = f"http://127.0.0.1:{s.port}/v1/completions"
 
         def plain():
             r = httpx.post(url, json=ASK, timeout=60)
