@@ -123,6 +123,62 @@ def interrupted_eval(scratch: Path, case: Case) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, buf + err + note.encode())
 
 
+def port_in_use(scratch: Path, case: Case) -> subprocess.CompletedProcess:
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = edge(["serve", "pkg", "--port", str(port)], cwd=scratch, timeout=120)
+    r.stderr = r.stderr.replace(str(port).encode(), b"8080")
+    return r
+
+
+def signalled_serve(signum: int):
+    """serve with a streaming and a plain request running (replies to the context, seconds), then the
+    signal: what each client got is added to the message."""
+    def run(scratch: Path, case: Case) -> subprocess.CompletedProcess:
+        import threading
+        import urllib.error
+        import urllib.request
+        proc = start(["serve", "pkg", "--port", "0", "--threads", "1", "--max-tokens", "0", "--log-level", "warning"],
+                     cwd=scratch)
+        err = b""
+        while b"chat page:" not in err:
+            line = proc.stderr.readline()
+            if not line:
+                raise RuntimeError("serve ended before it listened: " + err.decode())
+            err += line
+        port = int(re.search(rb"127\.0\.0\.1:(\d+)/", err).group(1))
+        url = f"http://127.0.0.1:{port}"
+        got = {}
+
+        def ask(stream: bool) -> None:
+            # eos banned, no chat stop strings: the reply runs to the context's end (seconds)
+            body = json.dumps({"prompt": "In the beginning", "max_tokens": 5000, "temperature": 0,
+                               "logit_bias": {"2": -100}, "stream": stream}).encode()
+            req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=120) as r:
+                    lines = [ln.strip() for ln in r.read().decode().splitlines() if ln.strip()]
+                    got["stream"] = f"stream: {r.status}, ends {' '.join(x[:60] for x in lines[-2:])}"
+            except urllib.error.HTTPError as e:
+                got["plain"] = f"plain: {e.code} {e.read().decode()}"
+
+        clients = [threading.Thread(target=ask, args=(s,)) for s in (False, True)]
+        for c in clients:
+            c.start()
+        wait_for(lambda: json.loads(urllib.request.urlopen(url + "/health").read())["running"] >= 2, proc)
+        proc.send_signal(signum)
+        out, rest = proc.communicate(timeout=120)
+        for c in clients:
+            c.join(60)
+        note = f"clients got: {got.get('plain')}; {got.get('stream')}\n".encode()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err.replace(str(port).encode(), b"PORT")
+                                           + rest + note)
+    return run
+
+
 # ---------------------------------------------------------------- scratch folder contents
 
 def make_scratch(scratch: Path) -> None:
@@ -291,6 +347,19 @@ def cases() -> list[Case]:
         Case("bench", "compare: right schema, missing field", "edge-llm bench compare r.json", 1,
              setup=report_missing_field, changes=("r.json",)),
         Case("bench", "compare: not JSON", "edge-llm bench compare not-json.json", 1),
+    ]
+    # -- serve (port 0: any free port, so the cases never meet a server already on 8080)
+    c += [
+        Case("serve", "--threads 1000", "edge-llm serve pkg --port 0 --threads 1000", 2),
+        Case("serve", "--max-tokens -1", "edge-llm serve pkg --port 0 --max-tokens -1", 2),
+        Case("serve", "--port 70000", "edge-llm serve pkg --port 70000", 2),
+        Case("serve", "port already in use", "edge-llm serve pkg --port 8080   # 8080 in use", 1, run=port_in_use),
+        Case("serve", "package folder missing", "edge-llm serve nope --port 0", 1),
+        Case("serve", "--host that does not resolve", "edge-llm serve pkg --host no.such.host.invalid --port 0", 1),
+        Case("serve", "Ctrl-C with a plain and a streaming request running",
+             "edge-llm serve pkg --max-tokens 0   # SIGINT mid-reply", 130, run=signalled_serve(signal.SIGINT)),
+        Case("serve", "SIGTERM with a plain and a streaming request running",
+             "edge-llm serve pkg --max-tokens 0   # SIGTERM mid-reply", 143, run=signalled_serve(signal.SIGTERM)),
         Case("cli", "unknown command", "edge-llm frobnicate", 2),
     ]
     return c
@@ -329,7 +398,7 @@ def run_case(scratch: Path, case: Case) -> Outcome:
     err = r.stderr.decode("utf-8", "backslashreplace").replace(str(scratch), "<scratch>")
     after = snapshot(scratch)
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    shown = [ln for ln in lines if ln.startswith(("edge-llm:", "after kill", "e.json:"))] or lines[-1:]
+    shown = [ln for ln in lines if ln.startswith(("edge-llm:", "after kill", "e.json:", "clients got:"))] or lines[-1:]
     problems = []
     if "Traceback" in err:
         problems.append("traceback")
@@ -374,7 +443,10 @@ def render(outcomes: list[Outcome]) -> str:
            "threads made a 1 s reply take minutes. In a pipe, `chat` reports a line it cannot answer on stderr, "
            "goes on with the next line and exits 1 at the end; in a terminal it just goes on. "
            "Ctrl-C or SIGTERM during an export's final swap is acted on after it: the new package is whole and "
-           "\"interrupted\" is only said when the old package is what remains.", "",
+           "\"interrupted\" is only said when the old package is what remains. `serve` binds its port before "
+           "the model loads (a port in use is one line, exit 1, no banner); on Ctrl-C or SIGTERM it ends every "
+           "running request with an OpenAI error object (a stream: an error event, then `[DONE]`) and exits "
+           "with one line.", "",
            f"**{n} cases: {tb} tracebacks, {lost} with lost files, {debris} with debris, "
            f"{sum(bool(o.problems) for o in outcomes)} with any problem.**", "",
            "| # | area | case | command | exit | message (stderr) | checks |", "|---:|---|---|---|---:|---|---|"]

@@ -119,13 +119,16 @@ class Conversation:
     model: Model
     messages: list[dict] = field(default_factory=list)
     dropped_turns: int = 0
+    system: str | None = None       # a system prompt: first in every prompt, kept by reset() and when full
 
     def __post_init__(self):
         self.cache = self.model.session.new_cache(self.model.context_length)
         self.cached_ids: list[int] = []   # ids whose keys/values are valid in the cache, in order
+        if self.system is not None and not self.messages:
+            self.messages.append({"role": "system", "content": self.system})
 
     def reset(self) -> None:
-        self.messages.clear()
+        self.messages[:] = [{"role": "system", "content": self.system}] if self.system is not None else []
         self.cached_ids = []
         self.cache.length = 0
 

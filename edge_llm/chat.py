@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from typing import Iterable, Iterator
 
 import click
@@ -14,9 +16,9 @@ from .sampling import SamplingParams
 
 
 def print_stream(records: Iterable[TokenRecord], *, stats: bool = False, out=None,
-                 prefix: str = "") -> list[TokenRecord]:
-    """Write `prefix`, then each record's text as it arrives; returns the records. Ctrl-C ends the
-    stream early. An error before the first record propagates with nothing written."""
+                 prefix: str = "", end: str = "\n") -> list[TokenRecord]:
+    """Write `prefix`, then each record's text as it arrives, then `end`; returns the records. Ctrl-C
+    ends the stream early. An error before the first record propagates with nothing written."""
     out = out or sys.stdout
     got: list[TokenRecord] = []
     try:
@@ -29,7 +31,7 @@ def print_stream(records: Iterable[TokenRecord], *, stats: bool = False, out=Non
                 out.flush()
     except KeyboardInterrupt:
         out.write(" [interrupted]")
-    out.write("\n")
+    out.write(end)
     out.flush()
     if stats and got:
         click.echo(format_stats(got), err=True)
@@ -42,8 +44,9 @@ def format_stats(records: list[TokenRecord]) -> str:
     return format_record(reply_record(records))
 
 
-def one_shot(model: Model, text: str, *, params: SamplingParams, max_new_tokens: int, stats: bool) -> None:
-    conv = Conversation(model)
+def one_shot(model: Model, text: str, *, params: SamplingParams, max_new_tokens: int, stats: bool,
+             system: str | None = None) -> None:
+    conv = Conversation(model, system=system)
     print_stream(conv.send(text, params=params, max_new_tokens=max_new_tokens), stats=stats)
 
 
@@ -58,6 +61,28 @@ def _command(line: str) -> str | None:
     return None
 
 
+def _prompt(text: str) -> tuple[str | None, bool]:
+    """input(text), and on Ctrl-C (None, whether text had been typed on the line). The line is read
+    in the SIGINT handler, while readline still holds it (it is gone once input() has returned)."""
+    if threading.current_thread() is not threading.main_thread():
+        return input(text), False      # signal handlers belong to the main thread (a library caller's)
+    typed = [""]
+
+    def on_sigint(signum, frame):
+        with contextlib.suppress(ImportError):
+            import readline
+            typed[0] = readline.get_line_buffer()
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return input(text), False
+    except KeyboardInterrupt:
+        return None, bool(typed[0])
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _lines(tty: bool) -> Iterator[tuple[int, str | None, str | None]]:
     """(line number, text, error) per input line until EOF. In a pipe lines are read as bytes and
     decoded one by one, so a line that is not UTF-8 is reported and skipped, not fatal."""
@@ -66,15 +91,17 @@ def _lines(tty: bool) -> Iterator[tuple[int, str | None, str | None]]:
         n += 1
         if tty:
             try:
-                line = input("you> ")
+                line, typed = _prompt("you> ")
             except EOFError:
                 return
-            except KeyboardInterrupt:
-                click.echo("", err=True)
-                continue
             except UnicodeDecodeError as e:
                 yield n, None, f"input is not valid UTF-8 ({e.reason}); not sent"
                 continue
+            if line is None:
+                click.echo("", err=True)
+                if not typed:
+                    return              # Ctrl-C at an empty prompt quits, as llama-cli does
+                continue                # with text typed it only clears the line
             yield n, line, None
             continue
         raw = sys.stdin.buffer.readline()
@@ -86,15 +113,17 @@ def _lines(tty: bool) -> Iterator[tuple[int, str | None, str | None]]:
             yield n, None, f"line {n} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); skipped"
 
 
-def repl(model: Model, *, params: SamplingParams, max_new_tokens: int, stats: bool) -> int:
-    """Chat until EOF or /exit; returns the number of turns that failed (each reported on stderr)."""
-    conv = Conversation(model)
+def repl(model: Model, *, params: SamplingParams, max_new_tokens: int, stats: bool, system: str | None = None,
+         separator: str = "\n") -> int:
+    """Chat until EOF, /exit or Ctrl-C at an empty prompt; returns the number of turns that failed
+    (each reported on stderr). In a pipe each reply ends with `separator` (a newline unless given)."""
+    conv = Conversation(model, system=system)
     tty = sys.stdin.isatty()
     if tty:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
-    click.echo(f"edge-llm chat · {model.manifest.path.name} · /reset clears the conversation, /exit quits, "
-               f"Ctrl-C stops a reply", err=True)
+    click.echo(f"edge-llm chat · {model.manifest.path.name} · /reset clears the conversation, /exit or Ctrl-C "
+               f"at an empty prompt quits, Ctrl-C stops a reply", err=True)
     failed = 0
     for _, line, error in _lines(tty):
         if error:
@@ -119,7 +148,7 @@ def repl(model: Model, *, params: SamplingParams, max_new_tokens: int, stats: bo
         dropped = conv.dropped_turns
         try:
             print_stream(conv.send(line, params=params, max_new_tokens=max_new_tokens), stats=stats,
-                         prefix="ai> " if tty else "")
+                         prefix="ai> " if tty else "", end="\n" if tty else separator)
         except EdgeLLMError as e:
             # e.g. one message longer than the context: say so, keep the conversation, read the next line
             conv.dropped_turns = dropped

@@ -1,7 +1,7 @@
 """`edge-llm` command line. Thin: parse, call one library function, print.
 
 Every error is one line on stderr ("edge-llm: error: ..." or "edge-llm: internal error: ..."); tracebacks
-only with --debug. Exit codes: 0 ok · 1 domain error (bad checkpoint, package, file; EdgeLLMError) ·
+only with --debug. Exit codes: 0 ok · 1 domain error (bad checkpoint, package, file, serve's port in use; EdgeLLMError) ·
 2 bad usage or value (click, one line) · 70 internal error (a bug: one line naming the exception) ·
 130 Ctrl-C · 141 stdout closed (`| head`) · 143 SIGTERM. docs/bad-input.md lists the cases.
 Heavy imports (onnx, onnxruntime) happen inside the commands.
@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from . import commands
-from .cli_types import Float, Threads, read_stdin_text
+from .cli_types import Float, Threads, read_stdin_text, unescape
 from .errors import EdgeLLMError, Terminated
 from .paths import BUNDLED
 
@@ -203,16 +203,16 @@ def synth(shape, output, weight_format, layers, seed):
 def _sampling_options(f):
     from .serve.cli import metrics_log_option, speculate_option
     for opt in reversed([
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
+        click.option("-n", "--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
         click.option("--temperature", type=Float(min=0), default=None, help="0 means greedy (default: generation_config)."),
         click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off."),
         click.option("--top-p", type=Float(0, 1, min_open=True), default=None, help="In (0, 1]; 1 = off."),
         click.option("--min-p", type=Float(0, 1, max_open=True), default=None, help="In [0, 1); 0 = off."),
         click.option("--repetition-penalty", type=Float(min=0, min_open=True), default=None, help="> 0; 1 = off."),
-        click.option("--seed", type=click.IntRange(min=0), default=None, help="Makes sampled output reproducible."),
-        click.option("--threads", type=Threads(), default=None,
+        click.option("-s", "--seed", type=click.IntRange(min=0), default=None, help="Makes sampled output reproducible."),
+        click.option("-t", "--threads", type=Threads(), default=None,
                      help="Intra-op threads, 1..2x physical cores (default: physical cores)."),
-        click.option("--context", "context_length", type=click.IntRange(min=1), default=None,
+        click.option("-c", "--context", "context_length", type=click.IntRange(min=1), default=None,
                      help="KV cache length (default: the model's)."),
         click.option("--stats", is_flag=True, help="After each reply print tokens, tokens/s, TTFT, energy, cost (stderr)."),
         metrics_log_option(),   # --metrics-log FILE.jsonl (edge_llm/serve/cli.py)
@@ -245,27 +245,33 @@ def _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed):
 
 @main.command()
 @click.argument("package_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--prompt", default=None, help="One-shot: reply to this message and exit ('-' reads stdin).")
+@click.option("-p", "--prompt", default=None, help="One-shot: reply to this message and exit ('-' reads stdin).")
+@click.option("-sys", "--system", default=None,
+              help="System prompt: first in every prompt, kept by /reset and when old turns are dropped.")
+@click.option("--separator", default="\\n", show_default=True, callback=lambda c, p, v: unescape(v),
+              help="Written after each reply in a pipe, so replies with blank lines can be split; "
+                   "escapes \\0 \\n \\t \\\\ (e.g. '\\0' for NUL, as xargs -0 reads).")
 @_sampling_options
-def chat(package_dir, prompt, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, threads,
-         context_length, stats):
+def chat(package_dir, prompt, system, separator, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
+         seed, threads, context_length, stats):
     """Multi-turn chat in the model's template (default: the bundled tiny model).
 
-    In a pipe, each input line is one user turn; a line that fails (too long, not UTF-8) is an error
-    line on stderr, the chat goes on, and the exit code is 1 at the end."""
+    In a pipe, each input line is one user turn and each reply ends with --separator; a line that
+    fails (too long, not UTF-8) is an error line on stderr, the chat goes on, and the exit code is 1
+    at the end. In a terminal, Ctrl-C stops a reply, and at an empty prompt quits."""
     from .chat import one_shot, repl
     text = read_stdin_text() if prompt == "-" else prompt
     model = _load(package_dir, threads, context_length)
     params = _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed)
     if text is not None:
-        one_shot(model, text, params=params, max_new_tokens=max_new_tokens, stats=stats)
-    elif repl(model, params=params, max_new_tokens=max_new_tokens, stats=stats):
+        one_shot(model, text, params=params, max_new_tokens=max_new_tokens, stats=stats, system=system)
+    elif repl(model, params=params, max_new_tokens=max_new_tokens, stats=stats, system=system, separator=separator):
         sys.exit(EXIT_ERROR)
 
 
 @main.command()
 @click.argument("package_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--prompt", required=True, help="Text to continue ('-' reads stdin).")
+@click.option("-p", "--prompt", required=True, help="Text to continue ('-' reads stdin).")
 @_sampling_options
 def generate(package_dir, prompt, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, threads,
              context_length, stats):

@@ -51,6 +51,22 @@ class Threads(click.ParamType):
         return check_threads(n, param, ctx)
 
 
+ESCAPES = {"0": "\0", "n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """'\\0' → NUL, '\\n' → newline, '\\t' → tab, '\\\\' → backslash; any other backslash stays as typed."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in ESCAPES:
+            out.append(ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 def read_stdin_text() -> str:
     """All of stdin as UTF-8; invalid bytes are a one-line error, not a traceback."""
     data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()

@@ -48,7 +48,10 @@ PROBE_TEXT = ("The quick brown fox jumps over the lazy dog. 床前明月光，�
               "In the beginning God created the heaven and the earth.")
 
 
-def probe_ids(manifest, n: int = 16) -> np.ndarray:
+PROBE_TOKENS = 16
+
+
+def probe_ids(manifest, n: int = PROBE_TOKENS) -> np.ndarray:
     """Ordinary text as the model's tokenizer encodes it (special or untrained ids would make a poor probe)."""
     from edge_llm.tokenizer import Tokenizer
     ids = Tokenizer.from_manifest(manifest).encode(PROBE_TEXT, bos=True)[:n]

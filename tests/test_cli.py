@@ -40,3 +40,19 @@ def test_repl_in_a_pipe_is_multi_turn_with_commands():
     replies = [line for line in r.stdout.splitlines() if line.strip()]
     assert len(replies) >= 2, r.stdout          # one reply per user line, nothing after /exit
     assert "conversation cleared" in r.stderr and "you>" not in r.stdout
+
+
+def test_install_hints_work_from_a_checkout(monkeypatch):
+    """edge-llm is not on the package index: a hint `pip install 'edge-llm[x]'` would install whatever
+    someone registers under that name. Hints say `pip install -e '.[x]'` in the checkout."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from edge_llm.cli import main
+    root = Path(__file__).resolve().parents[1]
+    for f in [*(root / "edge_llm").rglob("*.py"), *(root / "export").rglob("*.py")]:
+        assert "'edge-llm[" not in f.read_text(encoding="utf-8"), f
+    monkeypatch.setitem(sys.modules, "uvicorn", None)       # the serve extra is missing
+    r = CliRunner().invoke(main, ["serve"])
+    assert r.exit_code == 1 and "pip install -e '.[serve]' in the edge-llm checkout" in r.stderr, r.output

@@ -161,7 +161,7 @@ def test_tty_chat_loads_readline(monkeypatch):
         class manifest:
             path = Path("x")
 
-    monkeypatch.setattr(chat, "Conversation", lambda model: None)
+    monkeypatch.setattr(chat, "Conversation", lambda model, **kw: None)
     assert chat.repl(Model(), params=None, max_new_tokens=1, stats=False) == 0
     assert "readline" in sys.modules
 

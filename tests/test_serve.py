@@ -229,6 +229,25 @@ def test_bad_completion_requests(server, body, needle):
     assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
 
 
+def test_props_and_the_page_start_from_the_models_sampling_defaults(server):
+    """/props (llama-server's) carries the package's generation_config; the page fills its fields from
+    it and sends no hard-coded temperature."""
+    d = server.model.sampling()
+    p = httpx.get(server.url + "/props").json()["default_generation_settings"]
+    assert p["params"]["temperature"] == d.temperature and p["params"]["top_p"] == d.top_p
+    assert p["n_ctx"] == server.model.context_length and p["params"]["n_predict"] == 1024
+    page = httpx.get(server.url + "/").text
+    assert 'fetch("/props"' in page and "p.temperature" in page
+    assert not re.search(r'id="(temperature|max_tokens)"[^>]*value=', page)
+
+
+def test_a_prompt_too_long_names_its_own_field(server):
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": LONG})
+    assert r.json()["error"]["param"] == "prompt" and r.json()["error"]["code"] == "context_length_exceeded"
+    r = httpx.post(server.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": LONG}]})
+    assert r.json()["error"]["param"] == "messages" and r.json()["error"]["code"] == "context_length_exceeded"
+
+
 def test_transport_level_errors_are_openai_shaped(server):
     r = httpx.post(server.url + "/v1/chat/completions", content=b"x" * ((1 << 20) + 1),
                    headers={"Content-Type": "application/json"})
@@ -248,6 +267,23 @@ def test_max_tokens_is_capped_by_the_context():
             "messages": _messages("Hi"), "max_tokens": 5000, "logit_bias": NO_EOS, **GREEDY}, timeout=60).json()
         u = r["usage"]
         assert u["prompt_tokens"] + u["completion_tokens"] == 64 and r["choices"][0]["finish_reason"] == "length"
+
+
+def test_server_max_tokens_is_the_default_and_the_cap():
+    """serve -n N: a request without max_tokens gets N tokens, one asking more is clamped to N, one
+    asking fewer gets what it asked (as llama-server's -n)."""
+    with ServerThread(max_tokens=7, slots=1) as s:
+        def reply(**extra):
+            return httpx.post(s.url + "/v1/chat/completions", json={
+                "messages": _messages("Hi"), "logit_bias": NO_EOS, **GREEDY, **extra}, timeout=60).json()
+        for extra, n in (({}, 7), ({"max_tokens": 500}, 7), ({"max_completion_tokens": 500}, 7),
+                         ({"max_tokens": 3}, 3)):
+            r = reply(**extra)
+            assert (r["usage"]["completion_tokens"], r["choices"][0]["finish_reason"]) == (n, "length"), extra
+        r = httpx.post(s.url + "/v1/completions", json={"prompt": "In the", "max_tokens": 500, "logit_bias": NO_EOS},
+                       timeout=60).json()
+        assert r["usage"]["completion_tokens"] == 7
+        assert httpx.get(s.url + "/props").json()["default_generation_settings"]["params"]["n_predict"] == 7
 
 
 # ------------------------------------------------------------------------------------------- security

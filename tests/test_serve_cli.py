@@ -16,41 +16,9 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from serve_helpers import Serve, free_port  # noqa: E402
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "serve.md"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Serve:
-    def __init__(self, *args):
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_llm", "serve", "--port", str(self.port),
-                                      "--threads", "1", "--log-level", "warning", *args],
-                                     stderr=subprocess.PIPE, text=True)
-
-    def __enter__(self):
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("edge-llm serve did not start: " + self.proc.stderr.read())
-            time.sleep(0.1)
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.stderr = self.proc.stderr.read()
 
 
 def doc_blocks(lang):
@@ -77,7 +45,7 @@ def test_documented_examples_work_as_written(tmp_path):
         r = subprocess.run([sys.executable, "-c", py], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and r.stdout.strip(), r.stderr
     lines = [json.loads(x) for x in log.read_text().splitlines()]
-    assert len(lines) == 4                                  # chat, stream, completion, python
+    assert len(lines) == 5                                  # chat, stream, completion, ollama, python
     assert all(x["energy"] in ("estimated", "measured") and x["generated_tokens"] > 0 for x in lines)
 
 
@@ -102,3 +70,11 @@ def test_non_loopback_bind_without_a_key_warns():
         p.terminate()
         p.wait(15)
     assert "WARNING" not in p.stderr.read()
+
+
+def test_prompt_cache_default_is_an_eighth_of_available_memory(monkeypatch):
+    from edge_llm import session
+    from edge_llm.serve.cli import default_cache_mb
+    for avail_mib, want in ((2048, 256), (16384, 1024), (64, 16), (None, 1024)):
+        monkeypatch.setattr(session, "available_memory", lambda a=avail_mib: None if a is None else a * 2 ** 20)
+        assert default_cache_mb() == want, avail_mib

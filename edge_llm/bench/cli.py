@@ -167,7 +167,8 @@ def _check_outputs(json_out, md_out, plots_dir) -> None:
     if plots_dir:
         import importlib.util
         if importlib.util.find_spec("matplotlib") is None:
-            raise EdgeLLMError("--plots needs matplotlib, which is not installed (pip install 'edge-llm[bench]')")
+            raise EdgeLLMError("--plots needs matplotlib, which is not installed (pip install matplotlib, or "
+                               "pip install -e '.[bench]' in the edge-llm checkout)")
         if not plots_dir.parent.is_dir():
             raise EdgeLLMError(f"--plots {plots_dir}: folder {plots_dir.parent} does not exist")
 

@@ -256,7 +256,8 @@ def write_plots(report: dict, out_dir) -> tuple[list[str], str | None]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return [], "plots skipped: matplotlib is not installed (pip install 'edge-llm[bench]')"
+        return [], ("plots skipped: matplotlib is not installed (pip install matplotlib, or "
+                    "pip install -e '.[bench]' in the edge-llm checkout)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []

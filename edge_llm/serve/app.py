@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 import uuid
@@ -22,15 +23,19 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ..errors import EdgeLLMError
+from . import ollama
 from . import protocol as P
-from .engine import Engine, Job, JobFailed, QueueFull
+from .engine import Engine, Job, JobFailed, QueueFull, ShuttingDown
 
 log = logging.getLogger("edge_llm.serve")
 DEFAULT_MAX_BODY = 2 << 20
+DEFAULT_MAX_TOKENS = 1024
 
 
 def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-              allowed_hosts: list[str] | None = None) -> Starlette:
+              allowed_hosts: list[str] | None = None, max_tokens: int | None = DEFAULT_MAX_TOKENS) -> Starlette:
+    """`max_tokens`: the server's reply length for a request that names none, and the most any request
+    gets (more is clamped, finish_reason "length", as llama-server's -n); None: the context is the limit."""
     model = engine.model
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
     created = int(time.time())
@@ -65,22 +70,25 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
             raise P.ApiError("the client went away while sending the body") from None
         return P.parse_json(b"".join(chunks))
 
-    def max_new(n_prompt: int, requested: int | None) -> int:
+    def max_new(n_prompt: int, requested: int | None, param: str) -> int:
         room = model.context_length - n_prompt
         if room < 1:
             raise P.ApiError(f"the prompt is {n_prompt} tokens; this server's context holds {model.context_length} "
-                             f"(prompt and reply together)", code="context_length_exceeded", param="messages")
-        return room if requested is None else min(requested, room)
+                             f"(prompt and reply together)", code="context_length_exceeded", param=param)
+        return min(x for x in (requested, max_tokens, room) if x is not None)
 
     def submit(ids, req: P.GenerationRequest, *, chat: bool, tag: str) -> Job:
+        n = max_new(len(ids), req.max_tokens, "messages" if chat else "prompt")
         try:
-            return engine.submit(ids, params=req.params, max_new_tokens=max_new(len(ids), req.max_tokens),
+            return engine.submit(ids, params=req.params, max_new_tokens=n,
                                  stop_strings=(model.stop_strings if chat else []) + req.stop,
                                  stop_ids=model.stop_ids if chat else model.tokenizer.eos_ids, tag=tag,
                                  use_cache=req.cache_prompt)
         except QueueFull as e:
             raise P.ApiError(str(e), status=429, type="rate_limit_error", code="queue_full",
                              headers={"Retry-After": str(e.retry_after)}) from None
+        except ShuttingDown as e:
+            raise P.ApiError(str(e), status=503, code="server_shutting_down") from None
 
     async def chat_completions(request: Request) -> Response:
         body = await read_json(request)
@@ -157,6 +165,17 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
                              code="model_not_found", param="model")
         return JSONResponse(_model_card(engine, created))
 
+    async def props(request: Request) -> Response:
+        """llama-server's /props: the defaults a request gets (the package's generation_config and this
+        server's max tokens; n_predict -1: only the context limits a reply). The chat page starts from them."""
+        auth(request)
+        d = model.sampling()
+        params = {k: getattr(d, k) for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+                                             "presence_penalty", "frequency_penalty")}
+        params["n_predict"] = max_tokens or -1
+        return JSONResponse({"default_generation_settings": {"n_ctx": model.context_length, "params": params},
+                             "total_slots": engine.slots, "model_alias": engine.name})
+
     async def health(request: Request) -> Response:
         ok = engine.healthy
         return JSONResponse({"status": "ok" if ok else "error", "model": engine.name, "slots": engine.slots,
@@ -172,7 +191,8 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
                                            "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"})
 
     async def api_error(request: Request, exc: P.ApiError) -> Response:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        body = ollama.error_body(exc) if ollama.is_ollama(request.url.path) else exc.body()
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         err = P.ApiError(exc.detail if isinstance(exc.detail, str) else "error", status=exc.status_code,
@@ -187,10 +207,13 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
         Route("/", index, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/props", props, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model_info, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        *ollama.routes(engine=engine, auth=auth, read_json=read_json, submit=submit, collect=collect,
+                       stream_response=NDJSONResponse),
     ]
     middleware = [Middleware(CountRequests, engine=engine, paths={r.path for r in routes})]
     if allowed_hosts:
@@ -221,11 +244,18 @@ async def _cancel_on_disconnect(receive, job: Job) -> None:
 class SSEResponse(StreamingResponse):
     """Server-sent events from an async iterator of byte chunks, cancelling `job` the moment the
     client goes away (whether the server reports that through `receive` or a failing `send`)."""
+    kind = "text/event-stream"
 
     def __init__(self, job: Job, chunks):
-        super().__init__(chunks, media_type="text/event-stream",
+        super().__init__(chunks, media_type=self.kind,
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.job, self.chunks = job, chunks
+
+    def end(self) -> bytes:
+        return P.SSE_DONE
+
+    def failed(self, e: JobFailed) -> bytes:
+        return P.sse(P.ApiError(f"generation failed: {e}", status=e.status).body()) + P.SSE_DONE
 
     async def __call__(self, scope, receive, send) -> None:
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, self.job))
@@ -234,17 +264,26 @@ class SSEResponse(StreamingResponse):
             try:
                 async for chunk in self.chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": P.SSE_DONE, "more_body": False})
+                await send({"type": "http.response.body", "body": self.end(), "more_body": False})
             except JobFailed as e:
-                err = P.ApiError(f"generation failed: {e}", status=e.status)
-                await send({"type": "http.response.body", "body": P.sse(err.body()) + P.SSE_DONE,
-                            "more_body": False})
+                await send({"type": "http.response.body", "body": self.failed(e), "more_body": False})
         except OSError:
             pass                 # the client went away mid-send
         finally:
             self.job.cancel()
             watcher.cancel()
             await self.chunks.aclose()
+
+
+class NDJSONResponse(SSEResponse):
+    """Ollama's streams: one JSON object per line; a failure is an {"error": ...} line, as Ollama sends."""
+    kind = "application/x-ndjson"
+
+    def end(self) -> bytes:
+        return b""
+
+    def failed(self, e: JobFailed) -> bytes:
+        return json.dumps({"error": f"generation failed: {e}"}).encode() + b"\n"
 
 
 class CountRequests:

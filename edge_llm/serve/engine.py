@@ -44,6 +44,10 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+class ShuttingDown(Exception):
+    """The server is stopping: no new request is taken (HTTP 503)."""
+
+
 class JobFailed(Exception):
     """The model loop could not finish this request (a bug or an onnxruntime error: HTTP 500; not
     enough memory for its KV cache: 503); others go on."""
@@ -122,12 +126,16 @@ class Engine:
     def start(self) -> None:
         self.thread.start()
 
-    def close(self, timeout: float = 5.0) -> None:
+    def stop(self) -> None:
+        """Refuse new requests and end every queued and running one with a 503 error after at most the
+        step now running (their clients get an error object, streams an error event and [DONE]).
+        Returns at once: the HTTP server calls it when shutdown begins, before it waits for replies."""
         with self.cond:
             self.closing = True
-            for job in list(self.pending) + self.active:
-                job.cancelled.set()
             self.cond.notify_all()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.stop()
         if self.thread.is_alive():
             self.thread.join(timeout)
 
@@ -148,6 +156,8 @@ class Engine:
                   asyncio.get_running_loop(), tag=tag or f"req-{next(self._ids)}", use_cache=use_cache)
         job.engine = self
         with self.cond:
+            if self.closing:
+                raise ShuttingDown("the server is shutting down")
             if len(self.active) + len(self.pending) >= self.slots + self.max_queue:
                 self.metrics.rejected.inc()
                 raise QueueFull(self.retry_after())
@@ -179,6 +189,7 @@ class Engine:
                 self._admit()
             if self.closing:
                 for job in list(self.pending) + self.active:
+                    job.error_status = 503
                     self._finish(job, error="the server is shutting down")
                 self.pending.clear()
                 return True
