@@ -8,12 +8,15 @@ from __future__ import annotations
 from edge_llm.errors import CheckpointError
 
 from .base import ChatDefaults, DecoderConfig, Family, RopeScaling
+from .gemma3 import GEMMA3
 from .llama import LLAMA, MISTRAL
 from .minicpm import MINICPM
 from .qwen2 import QWEN2
 from .qwen3 import QWEN3
 
 REGISTRY: dict[str, Family] = {
+    "Gemma3ForCausalLM": GEMMA3,
+    "Gemma3ForConditionalGeneration": GEMMA3,     # refused with one line by gemma3_config
     "LlamaForCausalLM": LLAMA,
     "MistralForCausalLM": MISTRAL,
     "MiniCPMForCausalLM": MINICPM,

@@ -15,6 +15,7 @@ import numpy as np
 from edge_llm.errors import CheckpointError
 
 ROPE_TYPES = ("default", "linear", "llama3")
+ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}   # config.json name -> DecoderConfig.hidden_act
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,13 @@ class DecoderConfig:
     logit_divisor: float = 1.0        # MiniCPM hidden/dim_model_base: logits = head(norm(h)) / s
     attention_bias: bool = False      # Qwen2: q/k/v projections carry a bias
     qk_norm: bool = False             # Qwen3: per-head RMSNorm of q and k before rotary
+    hidden_act: str = "silu"          # gated MLP activation: silu | gelu_tanh (Gemma)
+    attn_scale: float | None = None   # softmax scale; None: 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-0.5)
+    branch_norms: bool = False        # Gemma: RMSNorm of each branch's output before the residual add
+                                      # (canonical names attn_out_norm / mlp_out_norm)
+    sliding_window: int | None = None # keys visible to a sliding layer, the query's own included
+    sliding_layers: tuple[int, ...] = ()   # layers that attend through the window
+    local_rope_theta: float | None = None  # rotary base of sliding layers (Gemma 3 rope_local_base_freq)
 
     @property
     def q_dim(self) -> int:
@@ -79,13 +87,23 @@ class DecoderConfig:
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
 
-    def inv_freq(self) -> np.ndarray:
-        """Rotary inverse frequencies (head_dim/2,) float32, with the checkpoint's rope scaling applied,
-        computed as transformers' rope init functions do."""
+    @property
+    def softmax_scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim) if self.attn_scale is None else self.attn_scale
+
+    def window(self, layer: int) -> int | None:
+        """Keys layer `layer` attends to (its own position included), None for full causal attention."""
+        return self.sliding_window if layer in self.sliding_layers else None
+
+    def inv_freq(self, layer: int = 0) -> np.ndarray:
+        """Rotary inverse frequencies (head_dim/2,) float32 of layer `layer`, with the checkpoint's rope scaling
+        applied, computed as transformers' rope init functions do (sliding layers: local base, no scaling)."""
         hd = self.head_dim
-        inv = 1.0 / (self.rope_theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))
+        local = self.local_rope_theta is not None and layer in self.sliding_layers
+        theta = self.local_rope_theta if local else self.rope_theta
+        inv = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))
         inv = inv.astype(np.float32)
-        rs = self.rope_scaling
+        rs = RopeScaling() if local else self.rope_scaling
         if rs.type == "linear":
             return (inv / np.float32(rs.factor)).astype(np.float32)
         if rs.type == "llama3":
@@ -121,6 +139,8 @@ class DecoderConfig:
                            f"{p}.self_attn.v_proj.bias": (kvd,)}
             if self.qk_norm:
                 shapes |= {f"{p}.self_attn.q_norm.weight": (hd,), f"{p}.self_attn.k_norm.weight": (hd,)}
+            if self.branch_norms:
+                shapes |= {f"{p}.attn_out_norm.weight": (d,), f"{p}.mlp_out_norm.weight": (d,)}
         if not self.tie_word_embeddings:
             shapes["lm_head.weight"] = (self.vocab_size, d)
         return shapes
@@ -131,7 +151,10 @@ class DecoderConfig:
                 "rms_norm_eps": self.rms_norm_eps, "embedding_scale": self.embedding_scale,
                 "residual_scale": self.residual_scale, "logit_divisor": self.logit_divisor,
                 "attention_bias": self.attention_bias, "qk_norm": self.qk_norm,
-                "tie_word_embeddings": self.tie_word_embeddings}
+                "tie_word_embeddings": self.tie_word_embeddings, "hidden_act": self.hidden_act,
+                "softmax_scale": self.softmax_scale, "branch_norms": self.branch_norms,
+                "sliding_window": self.sliding_window, "sliding_layers": list(self.sliding_layers),
+                "local_rope_theta": self.local_rope_theta}
 
 
 @dataclass(frozen=True)
@@ -144,12 +167,28 @@ class ChatDefaults:
 
 
 @dataclass(frozen=True)
+class TensorSource:
+    """Where a canonical (Llama-named) tensor comes from in a family's checkpoint: mlx-lm's sanitize() and
+    llama.cpp's modify_tensors as data. `rows` slices a fused tensor along dim 0 (Phi-3 qkv_proj);
+    `offset` is added to every value (Gemma stores RMSNorm weights as w for a (1 + w) scale)."""
+    name: str
+    rows: tuple[int, int] | None = None
+    offset: float = 0.0
+
+
+# (config) -> {canonical name: source} for the tensors whose name or layout differs; the rest pass through
+TensorMap = Callable[[DecoderConfig], dict[str, TensorSource]]
+
+
+@dataclass(frozen=True)
 class Family:
-    """One registry entry: how to read config.json, and what onnxruntime-genai calls the model."""
+    """One registry entry: how to read config.json, what onnxruntime-genai calls the model, and how its
+    tensors map onto the canonical names the builder, reference and calibrator read."""
     name: str
     config_from_dict: Callable[[dict, str, str], DecoderConfig]   # (config dict, architecture, source)
     genai_type: str
     chat: ChatDefaults = ChatDefaults()
+    tensors: TensorMap | None = None      # None: the checkpoint already uses the canonical names
 
 
 class ConfigReader:
@@ -175,8 +214,8 @@ def llama_like(cfg: dict, *, architecture: str, family: str, source: str, **hook
     """The fields every family here shares with Llama's config.json; `hooks` set the family's differences."""
     r = ConfigReader(cfg, source)
     act = r.get("hidden_act", "silu")
-    if act != "silu":
-        raise r.fail(f"hidden_act '{act}' is not supported (only 'silu')")
+    if act not in ACTIVATIONS:
+        raise r.fail(f"hidden_act '{act}' is not supported ({', '.join(ACTIVATIONS)})")
     if r.get("pretraining_tp", 1) != 1:
         raise r.fail(f"pretraining_tp {cfg['pretraining_tp']} is not supported")
     if r.get("mlp_bias", False):
@@ -201,7 +240,7 @@ def llama_like(cfg: dict, *, architecture: str, family: str, source: str, **hook
         rms_norm_eps=float(r.get("rms_norm_eps", 1e-6)), rope_theta=float(theta),
         tie_word_embeddings=bool(r.get("tie_word_embeddings", False)),
         bos_token_id=None if bos is None else int(bos), eos_token_ids=eos,
-        rope_scaling=RopeScaling.from_dict(rope, source=source),
+        rope_scaling=RopeScaling.from_dict(rope, source=source), hidden_act=ACTIVATIONS[act],
     )
     fields.update(hooks)
     return DecoderConfig(**fields)
