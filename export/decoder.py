@@ -372,9 +372,9 @@ class DecoderGraph:
         return self.linear(attn, [f"{p}.o_proj.weight"], f"{path}/o_proj", scale=cfg.residual_scale)
 
     def _window(self, i: int) -> dict:
-        """GQA's local_window_size counts the keys before the query's own: a window of w keys is w - 1."""
+        """GQA's local_window_size counts the keys a query sees, its own included (as transformers' window)."""
         w = self.cfg.window(i)
-        return {} if w is None else {"local_window_size": w - 1}
+        return {} if w is None else {"local_window_size": w}
 
     def _projections(self, x: str, names: list[str], path: str, dims: list[int], *, bias: bool = False) -> list[str]:
         """Linears that share an input: one packed matmul ([y]) when the recipe quantizes them alike, else one
