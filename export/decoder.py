@@ -201,6 +201,10 @@ class DecoderGraph:
 
         seqlens_k, total_len = self._attention_lengths()
         rotary = {}                      # inv_freq bytes -> (cos, sin): one cache per distinct rotary base
+        for i in range(L):
+            inv = cfg.inv_freq(i)
+            if inv.tobytes() not in rotary:
+                rotary[inv.tobytes()] = self._rotary_caches(inv, "/model/rotary" + (f"_{len(rotary)}" if rotary else ""))
         head = self._head_plan()
         x = self._embedding(head)
 
@@ -208,10 +212,7 @@ class DecoderGraph:
         for i in range(L):
             p = f"model.layers.{i}"
             normed, residual = self._norm(pending, residual, f"{p}.input_layernorm.weight", f"/model/layers.{i}/input_layernorm")
-            inv = cfg.inv_freq(i)
-            if inv.tobytes() not in rotary:
-                rotary[inv.tobytes()] = self._rotary_caches(inv, "/model/rotary" + (f"_{len(rotary)}" if rotary else ""))
-            attn = self._branch_norm(self._attention(i, normed, seqlens_k, total_len, *rotary[inv.tobytes()]),
+            attn = self._branch_norm(self._attention(i, normed, seqlens_k, total_len, *rotary[cfg.inv_freq(i).tobytes()]),
                                      f"{p}.attn_out_norm.weight", f"/model/layers.{i}/attn_out_norm")
             normed, residual = self._norm(attn, residual, f"{p}.post_attention_layernorm.weight",
                                           f"/model/layers.{i}/post_attention_layernorm")

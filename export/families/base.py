@@ -151,10 +151,14 @@ class DecoderConfig:
                 "rms_norm_eps": self.rms_norm_eps, "embedding_scale": self.embedding_scale,
                 "residual_scale": self.residual_scale, "logit_divisor": self.logit_divisor,
                 "attention_bias": self.attention_bias, "qk_norm": self.qk_norm,
-                "tie_word_embeddings": self.tie_word_embeddings, "hidden_act": self.hidden_act,
-                "softmax_scale": self.softmax_scale, "branch_norms": self.branch_norms,
-                "sliding_window": self.sliding_window, "sliding_layers": list(self.sliding_layers),
-                "local_rope_theta": self.local_rope_theta}
+                "tie_word_embeddings": self.tie_word_embeddings} | self._later_hooks()
+
+    def _later_hooks(self) -> dict:
+        """Hooks added after format 2's first packages, recorded only where set (older manifests unchanged)."""
+        later = {"hidden_act": (self.hidden_act, "silu"), "attn_scale": (self.attn_scale, None),
+                 "branch_norms": (self.branch_norms, False), "sliding_window": (self.sliding_window, None),
+                 "sliding_layers": (list(self.sliding_layers), []), "local_rope_theta": (self.local_rope_theta, None)}
+        return {k: v for k, (v, neutral) in later.items() if v != neutral}
 
 
 @dataclass(frozen=True)
