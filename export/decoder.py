@@ -254,6 +254,10 @@ class DecoderGraph:
         pos = g.op1("Unsqueeze", [pos, g.const([1])], f"{path}/Unsqueeze")
         freqs = g.op1("Mul", [pos, inv], f"{path}/Mul")                   # (max_pos, hd/2)
         cos, sin = g.op1("Cos", [freqs], f"{path}/Cos"), g.op1("Sin", [freqs], f"{path}/Sin")
+        a = self.cfg.rope_scaling.attention_factor
+        if a != 1.0:                     # longrope's attention factor scales cos and sin alike
+            cos = g.op1("Mul", [cos, g.const(a, np.float32)], f"{path}/Cos/Mul")
+            sin = g.op1("Mul", [sin, g.const(a, np.float32)], f"{path}/Sin/Mul")
         if self.kv_dtype == "float16":   # GQA takes cos/sin in its own (the cache's) type; folded at load too
             cos = g.op1("Cast", [cos], f"{path}/Cos/Cast", to=TensorProto.FLOAT16)
             sin = g.op1("Cast", [sin], f"{path}/Sin/Cast", to=TensorProto.FLOAT16)

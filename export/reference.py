@@ -20,14 +20,17 @@ def rms_norm(x, w, eps):
     return (x / np.sqrt(var + eps)) * w
 
 
-def rope(x, positions, inv_freq):
-    """x: (T, n, hd), rotate-half convention; inv_freq: (hd/2,) with any rope scaling applied."""
-    hd = x.shape[-1]
-    freqs = positions[:, None].astype(np.float32) * inv_freq[None, :]          # (T, hd/2)
+def rope(x, positions, inv_freq, attention_factor: float = 1.0):
+    """x: (T, n, hd), rotate-half convention on the first rd = 2 * len(inv_freq) dims (the rest pass through);
+    inv_freq: (rd/2,) with any rope scaling applied; cos and sin scaled by longrope's attention factor."""
+    rd = 2 * inv_freq.shape[0]
+    freqs = positions[:, None].astype(np.float32) * inv_freq[None, :]          # (T, rd/2)
     emb = np.concatenate([freqs, freqs], axis=-1)
-    cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
-    rot = np.concatenate([-x[..., hd // 2:], x[..., : hd // 2]], axis=-1)
-    return x * cos + rot * sin
+    a = np.float32(attention_factor)
+    cos, sin = (np.cos(emb) * a)[:, None, :], (np.sin(emb) * a)[:, None, :]
+    xr, rest = x[..., :rd], x[..., rd:]
+    rot = np.concatenate([-xr[..., rd // 2:], xr[..., : rd // 2]], axis=-1)
+    return np.concatenate([xr * cos + rot * sin, rest], axis=-1)
 
 
 def embed(cfg: DecoderConfig, get: Getter, ids) -> np.ndarray:
@@ -50,8 +53,8 @@ def attention(cfg: DecoderConfig, get: Getter, i: int, x: np.ndarray) -> np.ndar
     if cfg.qk_norm:
         q = rms_norm(q, get(f"{p}.self_attn.q_norm.weight"), cfg.rms_norm_eps)
         k = rms_norm(k, get(f"{p}.self_attn.k_norm.weight"), cfg.rms_norm_eps)
-    pos, inv = np.arange(T), cfg.inv_freq(i)
-    q, k = rope(q, pos, inv), rope(k, pos, inv)
+    pos, inv, a = np.arange(T), cfg.inv_freq(i), cfg.rope_scaling.attention_factor
+    q, k = rope(q, pos, inv, a), rope(k, pos, inv, a)
     k, v = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)       # (T, H, hd)
     mask = np.triu(np.full((T, T), -np.inf, np.float32), 1)
     if cfg.window(i) is not None:               # a sliding layer sees its last `window` keys, its own included

@@ -25,6 +25,8 @@ class RopeScaling:
     low_freq_factor: float = 1.0      # llama3 only
     high_freq_factor: float = 4.0
     original_max_position_embeddings: int = 8192
+    factors: tuple[float, ...] = ()  # longrope: the per-frequency divisors in use (Phi-3's short_factor)
+    attention_factor: float = 1.0     # longrope: cos and sin are multiplied by it
 
     @classmethod
     def from_dict(cls, d: dict | None, *, source: str) -> "RopeScaling":
@@ -78,6 +80,7 @@ class DecoderConfig:
     sliding_window: int | None = None # keys visible to a sliding layer, the query's own included
     sliding_layers: tuple[int, ...] = ()   # layers that attend through the window
     local_rope_theta: float | None = None  # rotary base of sliding layers (Gemma 3 rope_local_base_freq)
+    partial_rotary_factor: float = 1.0     # Phi-4-mini: rotary on the first head_dim * f dims of each head
 
     @property
     def q_dim(self) -> int:
@@ -86,6 +89,10 @@ class DecoderConfig:
     @property
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.partial_rotary_factor)
 
     @property
     def softmax_scale(self) -> float:
@@ -98,14 +105,16 @@ class DecoderConfig:
     def inv_freq(self, layer: int = 0) -> np.ndarray:
         """Rotary inverse frequencies (head_dim/2,) float32 of layer `layer`, with the checkpoint's rope scaling
         applied, computed as transformers' rope init functions do (sliding layers: local base, no scaling)."""
-        hd = self.head_dim
+        hd = self.rotary_dim
         local = self.local_rope_theta is not None and layer in self.sliding_layers
         theta = self.local_rope_theta if local else self.rope_theta
-        inv = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))
-        inv = inv.astype(np.float32)
+        base = (theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd)).astype(np.float32)
+        inv = (1.0 / base).astype(np.float32)
         rs = RopeScaling() if local else self.rope_scaling
         if rs.type == "linear":
             return (inv / np.float32(rs.factor)).astype(np.float32)
+        if rs.type == "longrope":
+            return (np.float32(1.0) / (np.asarray(rs.factors, np.float32) * base)).astype(np.float32)
         if rs.type == "llama3":
             old = rs.original_max_position_embeddings
             low_wavelen, high_wavelen = old / rs.low_freq_factor, old / rs.high_freq_factor
@@ -155,7 +164,7 @@ class DecoderConfig:
 
     def _later_hooks(self) -> dict:
         """Hooks added after format 2's first packages, recorded only where set (older manifests unchanged)."""
-        later = {"hidden_act": (self.hidden_act, "silu"), "attn_scale": (self.attn_scale, None),
+        later = {"hidden_act": (self.hidden_act, "silu"), "partial_rotary_factor": (self.partial_rotary_factor, 1.0), "attn_scale": (self.attn_scale, None),
                  "branch_norms": (self.branch_norms, False), "sliding_window": (self.sliding_window, None),
                  "sliding_layers": (list(self.sliding_layers), []), "local_rope_theta": (self.local_rope_theta, None)}
         return {k: v for k, (v, neutral) in later.items() if v != neutral}

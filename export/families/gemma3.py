@@ -48,9 +48,6 @@ def sliding_layers(cfg: dict, r: ConfigReader, n: int) -> tuple[int, ...]:
 
 def gemma3_config(cfg: dict, architecture: str, source: str) -> DecoderConfig:
     r = ConfigReader(cfg, source)
-    if architecture == "Gemma3ForConditionalGeneration":
-        raise r.fail("Gemma3ForConditionalGeneration (vision + text) is not supported; export a Gemma3ForCausalLM "
-                     "text checkpoint (gemma-3-270m, gemma-3-1b)")
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if cfg.get(key) is not None:
             raise r.fail(f"{key} {cfg[key]} is not supported (Gemma 3 releases have none)")
