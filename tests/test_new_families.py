@@ -107,3 +107,39 @@ def test_tensor_map_renames_and_offsets(tmp_path):
                               ck.load("model.layers.1.post_attention_layernorm.weight") + 1)
         assert view.shape("model.layers.0.mlp_out_norm.weight") == (96,)
         assert np.array_equal(view.load("model.layers.0.mlp.up_proj.weight"), ck.load("model.layers.0.mlp.up_proj.weight"))
+
+
+# ------------------------------------------------------------------------------------------ Phi-3
+
+def test_phi3_longrope_and_partial_rotary_config():
+    import math
+    _, c = family_for(_cfg("phi3"))
+    rs = c.rope_scaling
+    assert rs.type == "longrope" and rs.factors == (1.0, 1.1, 1.3, 1.7, 2.1, 2.9, 3.7, 5.0)    # short_factor
+    assert math.isclose(rs.attention_factor, math.sqrt(1 + math.log(4) / math.log(64)))
+    assert c.rotary_dim == 16 and c.head_dim == 32 and c.inv_freq().shape == (8,)
+    assert c.max_position_embeddings == 64      # capped where short_factor holds (transformers switches past it)
+
+
+def test_phi3_fused_tensors_split_by_rows():
+    from edge_llm.export.checkpoint import open_checkpoint
+    from edge_llm.export.families.tensors import CanonicalTensors
+    with open_checkpoint(DATA / "phi3") as ck:
+        fam, cfg = family_for(ck.config)
+        view = CanonicalTensors(ck, fam, cfg)
+        qkv = ck.load("model.layers.1.self_attn.qkv_proj.weight")
+        parts = [view.load(f"model.layers.1.self_attn.{n}_proj.weight") for n in "qkv"]
+        assert [p.shape for p in parts] == [(64, 64), (32, 64), (32, 64)]
+        assert np.array_equal(np.concatenate(parts), qkv)
+        gu = ck.load("model.layers.0.mlp.gate_up_proj.weight")
+        assert np.array_equal(view.load("model.layers.0.mlp.up_proj.weight"), gu[128:])
+        assert "model.layers.0.mlp.gate_proj.weight" in view and view.shape("model.layers.0.mlp.gate_proj.weight") == (128, 64)
+
+
+def test_phi3_refusals_are_one_line():
+    with pytest.raises(CheckpointError, match="rotates 8 of 32 dims; onnxruntime's GroupQueryAttention needs a multiple of 16"):
+        family_for(_cfg("phi3") | {"partial_rotary_factor": 0.25, "rope_scaling": None})
+    with pytest.raises(CheckpointError, match="longrope needs short_factor and long_factor lists of 8 values"):
+        family_for(_cfg("phi3") | {"rope_scaling": {"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}})
+    with pytest.raises(CheckpointError, match="rope_scaling type 'yarn' is not supported"):
+        family_for(_cfg("phi3") | {"rope_scaling": {"type": "yarn", "factor": 4.0}})

@@ -42,7 +42,23 @@ def gemma3():
     return Gemma3TextConfig, Gemma3ForCausalLM, kw, released
 
 
-NEW = {"gemma3": gemma3}
+def phi3():
+    from transformers import Phi3Config, Phi3ForCausalLM
+    # partial rotary 0.5 (Phi-4-mini: 0.75): 16 of 32 dims rotate (onnxruntime's GQA wants the rotated half-dim
+    # a multiple of 8), so 8 short and 8 long factors; longrope with max 256 over an original 64: attention
+    # factor sqrt(1 + ln 4 / ln 64); untied head (Phi-3-mini's)
+    rope = {"rope_type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.7, 2.1, 2.9, 3.7, 5.0],
+            "long_factor": [1.5, 2.0, 2.5, 4.0, 6.0, 8.0, 11.0, 16.0]}
+    kw = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+              max_position_embeddings=256, original_max_position_embeddings=64, partial_rotary_factor=0.5,
+              rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+              sliding_window=None, rope_parameters=rope | {"rope_theta": 10000.0})
+    released = {"rope_theta": 10000.0, "rope_scaling": {"type": "longrope", "short_factor": rope["short_factor"],
+                                                         "long_factor": rope["long_factor"]}}
+    return Phi3Config, Phi3ForCausalLM, kw, released
+
+
+NEW = {"gemma3": gemma3, "phi3": phi3}
 
 
 def init_weights(model, name: str) -> None:
@@ -84,8 +100,9 @@ def record(name: str, tok) -> dict:
 
     ref = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16, attn_implementation="eager")
     assert type(ref) is model_cls, type(ref)
-    assert ref.config.rope_parameters == config.rope_parameters, (ref.config.rope_parameters, config.rope_parameters)
-    assert list(ref.config.layer_types) == list(config.layer_types)
+    loaded = {k: v for k, v in ref.config.rope_parameters.items() if k != "type"}    # the 4.x alias, kept on reload
+    assert loaded == config.rope_parameters, (ref.config.rope_parameters, config.rope_parameters)
+    assert getattr(ref.config, "layer_types", None) == getattr(config, "layer_types", None)
     for k, v in model.state_dict().items():
         assert torch.equal(ref.state_dict()[k], v), k
     ref = ref.float().eval()

@@ -37,8 +37,9 @@ def phi3_config(cfg: dict, architecture: str, source: str) -> DecoderConfig:
         plain["rope_scaling"] = rope or None        # default/linear/llama3, or refused by name
     c = llama_like(plain, architecture=architecture, family="phi3", source=source,
                    partial_rotary_factor=float(r.get("partial_rotary_factor", 1.0)))
-    if c.rotary_dim % 2 or c.rotary_dim <= 0:
-        raise r.fail(f"partial_rotary_factor {c.partial_rotary_factor} gives an odd or empty rotary dim")
+    if c.rotary_dim < c.head_dim and (c.rotary_dim <= 0 or c.rotary_dim % 16):
+        raise r.fail(f"partial_rotary_factor {c.partial_rotary_factor} rotates {c.rotary_dim} of {c.head_dim} dims; "
+                     f"onnxruntime's GroupQueryAttention needs a multiple of 16")
     if kind == "longrope":
         rs = longrope(rope, cfg, r, c.rotary_dim)
         c = replace(c, rope_scaling=rs,
