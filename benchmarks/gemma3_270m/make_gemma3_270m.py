@@ -68,6 +68,8 @@ def write_tokenizer(out: Path, fields: dict) -> None:
     t.model_type, t.vocab_size, t.byte_fallback, t.split_digits = 2, len(m.pieces), True, True   # 2: BPE
     t.unk_id, t.bos_id, t.eos_id, t.pad_id = (int(fields[f"tokenizer.ggml.{k}_token_id"])
                                               for k in ("unknown", "bos", "eos", "padding"))
+    t.unk_piece, t.bos_piece, t.eos_piece, t.pad_piece = "<unk>", "<bos>", "<eos>", "<pad>"   # found by piece
+    m.pieces[t.unk_id].type = 2        # the GGUF marks <unk> CONTROL; sentencepiece needs one UNKNOWN piece
     n = m.normalizer_spec
     n.name, n.add_dummy_prefix, n.remove_extra_whitespaces, n.escape_whitespaces = "identity", False, False, True
     (out / "tokenizer.model").write_bytes(m.SerializeToString())
