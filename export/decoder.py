@@ -366,11 +366,13 @@ class DecoderGraph:
         if half:     # a float16 cache: attention runs in float16, the rest of the layer stays float32
             q_k_v = [g.op1("Cast", [t], f"{path}/{n}/Cast", to=TensorProto.FLOAT16) if t else ""
                      for t, n in zip(q_k_v, ("q", "k", "v"))]
+        rotary = i not in cfg.nope_layers          # SmolLM3's no-rope layers: GQA without cos/sin
         attn = g.op("GroupQueryAttention",
-                    q_k_v + [IO["past_key"].format(i=i), IO["past_value"].format(i=i), seqlens_k, total_len, cos, sin],
+                    q_k_v + [IO["past_key"].format(i=i), IO["past_value"].format(i=i), seqlens_k, total_len]
+                    + ([cos, sin] if rotary else []),
                     f"{path}/GroupQueryAttention", domain=MS,
                     outputs=[f"{path}/GroupQueryAttention/output_0", IO["present_key"].format(i=i), IO["present_value"].format(i=i)],
-                    num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=1, rotary_interleaved=0,
+                    num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=int(rotary), rotary_interleaved=0,
                     scale=cfg.softmax_scale, **self._window(i))[0]
         if half:
             attn = g.op1("Cast", [attn], f"{path}/GroupQueryAttention/Cast", to=TensorProto.FLOAT)

@@ -54,7 +54,8 @@ def attention(cfg: DecoderConfig, get: Getter, i: int, x: np.ndarray) -> np.ndar
         q = rms_norm(q, get(f"{p}.self_attn.q_norm.weight"), cfg.rms_norm_eps)
         k = rms_norm(k, get(f"{p}.self_attn.k_norm.weight"), cfg.rms_norm_eps)
     pos, inv, a = np.arange(T), cfg.inv_freq(i), cfg.rope_scaling.attention_factor
-    q, k = rope(q, pos, inv, a), rope(k, pos, inv, a)
+    if i not in cfg.nope_layers:
+        q, k = rope(q, pos, inv, a), rope(k, pos, inv, a)
     k, v = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)       # (T, H, hd)
     mask = np.triu(np.full((T, T), -np.inf, np.float32), 1)
     if cfg.window(i) is not None:               # a sliding layer sees its last `window` keys, its own included

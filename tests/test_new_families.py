@@ -143,3 +143,14 @@ def test_phi3_refusals_are_one_line():
         family_for(_cfg("phi3") | {"rope_scaling": {"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}})
     with pytest.raises(CheckpointError, match="rope_scaling type 'yarn' is not supported"):
         family_for(_cfg("phi3") | {"rope_scaling": {"type": "yarn", "factor": 4.0}})
+
+
+# ------------------------------------------------------------------------------------------ SmolLM3
+
+def test_smollm3_no_rope_layers():
+    _, c = family_for(_cfg("smollm3"))
+    assert c.nope_layers == (1,) and c.tie_word_embeddings
+    every4 = {k: v for k, v in _cfg("smollm3").items() if k != "no_rope_layers"} | {"num_hidden_layers": 8}
+    assert family_for(every4)[1].nope_layers == (3, 7)       # no_rope_layer_interval 4, as the releases
+    with pytest.raises(CheckpointError, match="no_rope_layers has 3 entries for 8 layers"):
+        family_for(_cfg("smollm3") | {"num_hidden_layers": 8})

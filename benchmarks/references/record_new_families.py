@@ -58,7 +58,17 @@ def phi3():
     return Phi3Config, Phi3ForCausalLM, kw, released
 
 
-NEW = {"gemma3": gemma3, "phi3": phi3}
+def smollm3():
+    from transformers import SmolLM3Config, SmolLM3ForCausalLM
+    # 3 layers, the middle one without rotary (the releases: every 4th)
+    kw = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=256, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+              tie_word_embeddings=True, no_rope_layers=[1, 0, 1], use_sliding_window=False, sliding_window=None,
+              rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    return SmolLM3Config, SmolLM3ForCausalLM, kw, {"rope_theta": 10000.0, "rope_scaling": None}
+
+
+NEW = {"gemma3": gemma3, "phi3": phi3, "smollm3": smollm3}
 
 
 def init_weights(model, name: str) -> None:

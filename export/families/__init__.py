@@ -14,6 +14,7 @@ from .minicpm import MINICPM
 from .phi3 import PHI3
 from .qwen2 import QWEN2
 from .qwen3 import QWEN3
+from .smollm3 import SMOLLM3
 
 REGISTRY: dict[str, Family] = {
     "Gemma3ForCausalLM": GEMMA3,
@@ -23,6 +24,7 @@ REGISTRY: dict[str, Family] = {
     "MiniCPMForCausalLM": MINICPM,
     "Qwen2ForCausalLM": QWEN2,
     "Qwen3ForCausalLM": QWEN3,
+    "SmolLM3ForCausalLM": SMOLLM3,
 }
 
 

@@ -81,6 +81,7 @@ class DecoderConfig:
     sliding_layers: tuple[int, ...] = ()   # layers that attend through the window
     local_rope_theta: float | None = None  # rotary base of sliding layers (Gemma 3 rope_local_base_freq)
     partial_rotary_factor: float = 1.0     # Phi-4-mini: rotary on the first head_dim * f dims of each head
+    nope_layers: tuple[int, ...] = ()      # SmolLM3: layers whose attention has no rotary embedding
 
     @property
     def q_dim(self) -> int:
@@ -164,7 +165,8 @@ class DecoderConfig:
 
     def _later_hooks(self) -> dict:
         """Hooks added after format 2's first packages, recorded only where set (older manifests unchanged)."""
-        later = {"hidden_act": (self.hidden_act, "silu"), "partial_rotary_factor": (self.partial_rotary_factor, 1.0), "attn_scale": (self.attn_scale, None),
+        later = {"hidden_act": (self.hidden_act, "silu"), "partial_rotary_factor": (self.partial_rotary_factor, 1.0),
+                 "nope_layers": (list(self.nope_layers), []), "attn_scale": (self.attn_scale, None),
                  "branch_norms": (self.branch_norms, False), "sliding_window": (self.sliding_window, None),
                  "sliding_layers": (list(self.sliding_layers), []), "local_rope_theta": (self.local_rope_theta, None)}
         return {k: v for k, (v, neutral) in later.items() if v != neutral}
