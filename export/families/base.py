@@ -157,7 +157,9 @@ class DecoderConfig:
 
     def details(self) -> dict:
         """Family extras recorded in the manifest (informative; the runtime does not read them)."""
-        return {"rope_theta": self.rope_theta, "rope_scaling": self.rope_scaling.__dict__,
+        rs = {k: v for k, v in self.rope_scaling.__dict__.items()       # longrope's fields only where set
+              if k not in ("factors", "attention_factor") or self.rope_scaling.type == "longrope"}
+        return {"rope_theta": self.rope_theta, "rope_scaling": rs,
                 "rms_norm_eps": self.rms_norm_eps, "embedding_scale": self.embedding_scale,
                 "residual_scale": self.residual_scale, "logit_divisor": self.logit_divisor,
                 "attention_bias": self.attention_bias, "qk_norm": self.qk_norm,
