@@ -154,3 +154,37 @@ def test_smollm3_no_rope_layers():
     assert family_for(every4)[1].nope_layers == (3, 7)       # no_rope_layer_interval 4, as the releases
     with pytest.raises(CheckpointError, match="no_rope_layers has 3 entries for 8 layers"):
         family_for(_cfg("smollm3") | {"num_hidden_layers": 8})
+
+
+# ------------------------------------------------------------------------------------------ MiniCPM4
+
+def test_minicpm4_longrope_exported_as_the_reference_computes(tmp_path, monkeypatch):
+    """MiniCPM4's newer keys (longrope, kv_channels, use_mup) on a synthetic MiniCPM: graph equals the numpy
+    reference, whose longrope maths the Phi-3 tiny checkpoint checks against transformers. No transformers
+    class exists for MiniCPM (remote code), so there is no independent reference here."""
+    from edge_llm.export.checkpoint import open_checkpoint
+    from edge_llm.export.reference import forward
+    from edge_llm.export import synth
+    from edge_llm.export.synth import write_synthetic
+    from edge_llm.session import ModelSession
+    monkeypatch.setattr(synth, "MATRIX_STD", 0.3)    # at 0.02 attention is flat and rotary barely shows
+    rope = {"rope_type": "longrope", "short_factor": [1.0, 1.2, 1.5, 2.0, 2.6, 3.3, 4.1, 5.0],
+            "long_factor": [2.0] * 8, "original_max_position_embeddings": 64}
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 128, "vocab_size": 400, "max_position_embeddings": 256}
+    src = write_synthetic(tmp_path / "ck", shape=shape, weight_format="safetensors", seed=3,
+                          tokenizer_dir=Path(__file__).parent / "data" / "tiny-tokenizer")
+    cfg_json = json.loads((src / "config.json").read_text()) | {"rope_scaling": rope, "use_mup": True, "kv_channels": 16}
+    (src / "config.json").write_text(json.dumps(cfg_json))
+    _, cfg = family_for(cfg_json)
+    assert cfg.rope_scaling.type == "longrope" and cfg.max_position_embeddings == 64 and cfg.embedding_scale == 12
+    export_checkpoint(src, tmp_path / "pkg", recipe=Recipe(precision="fp32"))
+    ids = [5, 17, 99, 250, 3, 42, 7, 300, 11, 64]
+    with open_checkpoint(src) as ck:
+        want = forward(cfg, ck.load, ids)
+        plain = forward(family_for({**cfg_json, "rope_scaling": None})[1], ck.load, ids)
+    got = ModelSession(tmp_path / "pkg", threads=1).logits_all(ids)
+    assert float(np.abs(got - want).max()) < 1e-3 * max(1.0, float(np.abs(want).max()))
+    assert float(np.abs(want - plain).max()) > 0.05 * float(np.abs(want).max()), "longrope has no visible effect"
+    with pytest.raises(CheckpointError, match="use_mup false is not supported"):
+        family_for(cfg_json | {"use_mup": False})

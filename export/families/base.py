@@ -261,3 +261,18 @@ def llama_like(cfg: dict, *, architecture: str, family: str, source: str, **hook
     )
     fields.update(hooks)
     return DecoderConfig(**fields)
+
+
+def longrope(rope: dict, cfg: dict, r: ConfigReader, rotary_dim: int) -> RopeScaling:
+    """Phi-3 / MiniCPM4 longrope: the short factors (exact up to original_max_position_embeddings, where the
+    exporter caps the context) and the attention factor sqrt(1 + ln(max/orig) / ln(orig))."""
+    orig = int(rope.get("original_max_position_embeddings") or r.need("original_max_position_embeddings"))
+    short = rope.get("short_factor")
+    if not isinstance(short, list) or len(short) != rotary_dim // 2 or not isinstance(rope.get("long_factor"), list):
+        raise r.fail(f"longrope needs short_factor and long_factor lists of {rotary_dim // 2} values")
+    factor = int(r.get("max_position_embeddings", orig)) / orig
+    attention = rope.get("attention_factor")
+    if attention is None:
+        attention = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(orig))
+    return RopeScaling(type="longrope", factor=factor, original_max_position_embeddings=orig,
+                       factors=tuple(float(f) for f in short), attention_factor=float(attention))

@@ -8,23 +8,9 @@ uses short_factor and the attention factor and caps the context at original_max_
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
-from .base import ChatDefaults, ConfigReader, DecoderConfig, Family, RopeScaling, TensorSource, llama_like
-
-
-def longrope(rope: dict, cfg: dict, r: ConfigReader, rotary_dim: int) -> RopeScaling:
-    orig = int(rope.get("original_max_position_embeddings") or r.need("original_max_position_embeddings"))
-    short = rope.get("short_factor")
-    if not isinstance(short, list) or len(short) != rotary_dim // 2 or not isinstance(rope.get("long_factor"), list):
-        raise r.fail(f"longrope needs short_factor and long_factor lists of {rotary_dim // 2} values")
-    factor = int(r.get("max_position_embeddings", orig)) / orig
-    attention = rope.get("attention_factor")
-    if attention is None:
-        attention = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(orig))
-    return RopeScaling(type="longrope", factor=factor, original_max_position_embeddings=orig,
-                       factors=tuple(float(f) for f in short), attention_factor=float(attention))
+from .base import ChatDefaults, ConfigReader, DecoderConfig, Family, TensorSource, llama_like, longrope
 
 
 def phi3_config(cfg: dict, architecture: str, source: str) -> DecoderConfig:
