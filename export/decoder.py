@@ -200,7 +200,11 @@ class DecoderGraph:
         g.initializers.append(helper.make_tensor(IO["logits_to_keep"], TensorProto.INT64, [1], [1]))
 
         seqlens_k, total_len = self._attention_lengths()
-        cos, sin = self._rotary_caches()
+        rotary = {}                      # inv_freq bytes -> (cos, sin): one cache per distinct rotary base
+        for i in range(L):
+            inv = cfg.inv_freq(i)
+            if inv.tobytes() not in rotary:
+                rotary[inv.tobytes()] = self._rotary_caches(inv, "/model/rotary" + (f"_{len(rotary)}" if rotary else ""))
         head = self._head_plan()
         x = self._embedding(head)
 
@@ -208,10 +212,12 @@ class DecoderGraph:
         for i in range(L):
             p = f"model.layers.{i}"
             normed, residual = self._norm(pending, residual, f"{p}.input_layernorm.weight", f"/model/layers.{i}/input_layernorm")
-            attn = self._attention(i, normed, seqlens_k, total_len, cos, sin)
+            attn = self._branch_norm(self._attention(i, normed, seqlens_k, total_len, *rotary[cfg.inv_freq(i).tobytes()]),
+                                     f"{p}.attn_out_norm.weight", f"/model/layers.{i}/attn_out_norm")
             normed, residual = self._norm(attn, residual, f"{p}.post_attention_layernorm.weight",
                                           f"/model/layers.{i}/post_attention_layernorm")
-            pending = self._mlp(i, normed)
+            pending = self._branch_norm(self._mlp(i, normed), f"{p}.mlp_out_norm.weight",
+                                        f"/model/layers.{i}/mlp_out_norm")
         final_w = self.get("model.norm.weight")
         if cfg.logit_divisor != 1.0:
             final_w = final_w / np.float32(cfg.logit_divisor)
@@ -238,20 +244,32 @@ class DecoderGraph:
         total = g.op1("Cast", [total], "/model/attn_mask/total/Cast", to=TensorProto.INT32)
         return seqlens_k, total
 
-    def _rotary_caches(self):
+    def _rotary_caches(self, inv_freq: np.ndarray, path: str):
         """cos/sin caches (max_pos, head_dim/2) computed in the graph from inv_freq and folded by
         onnxruntime at load: identical values to the reference's fp32 outer product, zero bytes on disk."""
-        cfg, g = self.cfg, self.g
-        inv = g.weight("/model/rotary/inv_freq", cfg.inv_freq())       # rope scaling already applied
+        g = self.g
+        inv = g.weight(f"{path}/inv_freq", inv_freq)                     # rope scaling already applied
         pos = g.op1("Range", [g.const(0.0, np.float32), g.const(float(self.context_length), np.float32),
-                              g.const(1.0, np.float32)], "/model/rotary/Range")
-        pos = g.op1("Unsqueeze", [pos, g.const([1])], "/model/rotary/Unsqueeze")
-        freqs = g.op1("Mul", [pos, inv], "/model/rotary/Mul")                   # (max_pos, hd/2)
-        cos, sin = g.op1("Cos", [freqs], "/model/rotary/Cos"), g.op1("Sin", [freqs], "/model/rotary/Sin")
+                              g.const(1.0, np.float32)], f"{path}/Range")
+        pos = g.op1("Unsqueeze", [pos, g.const([1])], f"{path}/Unsqueeze")
+        freqs = g.op1("Mul", [pos, inv], f"{path}/Mul")                   # (max_pos, hd/2)
+        cos, sin = g.op1("Cos", [freqs], f"{path}/Cos"), g.op1("Sin", [freqs], f"{path}/Sin")
+        a = self.cfg.rope_scaling.attention_factor
+        if a != 1.0:                     # longrope's attention factor scales cos and sin alike
+            cos = g.op1("Mul", [cos, g.const(a, np.float32)], f"{path}/Cos/Mul")
+            sin = g.op1("Mul", [sin, g.const(a, np.float32)], f"{path}/Sin/Mul")
         if self.kv_dtype == "float16":   # GQA takes cos/sin in its own (the cache's) type; folded at load too
-            cos = g.op1("Cast", [cos], "/model/rotary/Cos/Cast", to=TensorProto.FLOAT16)
-            sin = g.op1("Cast", [sin], "/model/rotary/Sin/Cast", to=TensorProto.FLOAT16)
+            cos = g.op1("Cast", [cos], f"{path}/Cos/Cast", to=TensorProto.FLOAT16)
+            sin = g.op1("Cast", [sin], f"{path}/Sin/Cast", to=TensorProto.FLOAT16)
         return cos, sin
+
+    def _branch_norm(self, y: str, name: str, path: str) -> str:
+        """Gemma's post-attention / post-MLP RMSNorm of a branch output, before its residual add."""
+        if not self.cfg.branch_norms:
+            return y
+        w = self.g.weight(name, self.get(name).astype(np.float32))
+        return self.g.op1("SimplifiedLayerNormalization", [y, w], f"{path}/SimplifiedLayerNorm",
+                          axis=-1, epsilon=self.cfg.rms_norm_eps, stash_type=1)
 
     def _table_plan(self, name: str, method: str, bits: int | None = None) -> TablePlan:
         """Names and layout of a quantized (V, d) table read by MatMulNBits (head) and/or GatherBlockQuantized
@@ -348,15 +366,22 @@ class DecoderGraph:
         if half:     # a float16 cache: attention runs in float16, the rest of the layer stays float32
             q_k_v = [g.op1("Cast", [t], f"{path}/{n}/Cast", to=TensorProto.FLOAT16) if t else ""
                      for t, n in zip(q_k_v, ("q", "k", "v"))]
+        rotary = i not in cfg.nope_layers          # SmolLM3's no-rope layers: GQA without cos/sin
         attn = g.op("GroupQueryAttention",
-                    q_k_v + [IO["past_key"].format(i=i), IO["past_value"].format(i=i), seqlens_k, total_len, cos, sin],
+                    q_k_v + [IO["past_key"].format(i=i), IO["past_value"].format(i=i), seqlens_k, total_len]
+                    + ([cos, sin] if rotary else []),
                     f"{path}/GroupQueryAttention", domain=MS,
                     outputs=[f"{path}/GroupQueryAttention/output_0", IO["present_key"].format(i=i), IO["present_value"].format(i=i)],
-                    num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=1, rotary_interleaved=0,
-                    scale=1.0 / float(np.sqrt(cfg.head_dim)))[0]
+                    num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=int(rotary), rotary_interleaved=0,
+                    scale=cfg.softmax_scale, **self._window(i))[0]
         if half:
             attn = g.op1("Cast", [attn], f"{path}/GroupQueryAttention/Cast", to=TensorProto.FLOAT)
         return self.linear(attn, [f"{p}.o_proj.weight"], f"{path}/o_proj", scale=cfg.residual_scale)
+
+    def _window(self, i: int) -> dict:
+        """GQA's local_window_size counts the keys a query sees, its own included (as transformers' window)."""
+        w = self.cfg.window(i)
+        return {} if w is None else {"local_window_size": w}
 
     def _projections(self, x: str, names: list[str], path: str, dims: list[int], *, bias: bool = False) -> list[str]:
         """Linears that share an input: one packed matmul ([y]) when the recipe quantizes them alike, else one
@@ -412,7 +437,10 @@ class DecoderGraph:
         parts = self._projections(x, [f"{p}.gate_proj.weight", f"{p}.up_proj.weight"], path, [ff, ff])
         gate, up = parts if len(parts) == 2 else g.op("Split", [parts[0], g.const([ff, ff])], f"{path}/Split",
                                                         outputs=2, axis=-1)
-        act = g.op1("Mul", [gate, g.op1("Sigmoid", [gate], f"{path}/act/Sigmoid")], f"{path}/act/Mul")
+        if cfg.hidden_act == "gelu_tanh":
+            act = g.op1("Gelu", [gate], f"{path}/act/Gelu", approximate="tanh")
+        else:
+            act = g.op1("Mul", [gate, g.op1("Sigmoid", [gate], f"{path}/act/Sigmoid")], f"{path}/act/Mul")
         h = g.op1("Mul", [act, up], f"{path}/Mul")
         return self.linear(h, [f"{p}.down_proj.weight"], f"{path}/down_proj", scale=cfg.residual_scale)
 

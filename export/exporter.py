@@ -18,6 +18,7 @@ from edge_llm.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, file_entry
 from .checkpoint import open_checkpoint
 from .decoder import IO, DecoderGraph
 from .families import DecoderConfig, Family, family_for
+from .families.tensors import CanonicalTensors
 from .onnx_writer import ExternalDataWriter, GraphBuilder
 from .package import atomic_folder, folder_bytes
 from .recipe import Recipe
@@ -70,6 +71,7 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
         raise CheckpointError(f"{src}: checkpoint folder not found")
     with open_checkpoint(src) as ckpt:
         family, cfg = family_for(ckpt.config, source=str(src / "config.json"))
+        ckpt = CanonicalTensors(ckpt, family, cfg)      # every reader below sees the canonical names
         check_tensors(ckpt, cfg)
         ctx = context_length or min(cfg.max_position_embeddings, MAX_DEFAULT_CONTEXT)
         if kv_dtype not in ("float32", "float16"):

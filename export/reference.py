@@ -20,14 +20,17 @@ def rms_norm(x, w, eps):
     return (x / np.sqrt(var + eps)) * w
 
 
-def rope(x, positions, inv_freq):
-    """x: (T, n, hd), rotate-half convention; inv_freq: (hd/2,) with any rope scaling applied."""
-    hd = x.shape[-1]
-    freqs = positions[:, None].astype(np.float32) * inv_freq[None, :]          # (T, hd/2)
+def rope(x, positions, inv_freq, attention_factor: float = 1.0):
+    """x: (T, n, hd), rotate-half convention on the first rd = 2 * len(inv_freq) dims (the rest pass through);
+    inv_freq: (rd/2,) with any rope scaling applied; cos and sin scaled by longrope's attention factor."""
+    rd = 2 * inv_freq.shape[0]
+    freqs = positions[:, None].astype(np.float32) * inv_freq[None, :]          # (T, rd/2)
     emb = np.concatenate([freqs, freqs], axis=-1)
-    cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
-    rot = np.concatenate([-x[..., hd // 2:], x[..., : hd // 2]], axis=-1)
-    return x * cos + rot * sin
+    a = np.float32(attention_factor)
+    cos, sin = (np.cos(emb) * a)[:, None, :], (np.sin(emb) * a)[:, None, :]
+    xr, rest = x[..., :rd], x[..., rd:]
+    rot = np.concatenate([-xr[..., rd // 2:], xr[..., : rd // 2]], axis=-1)
+    return np.concatenate([xr * cos + rot * sin, rest], axis=-1)
 
 
 def embed(cfg: DecoderConfig, get: Getter, ids) -> np.ndarray:
@@ -50,14 +53,23 @@ def attention(cfg: DecoderConfig, get: Getter, i: int, x: np.ndarray) -> np.ndar
     if cfg.qk_norm:
         q = rms_norm(q, get(f"{p}.self_attn.q_norm.weight"), cfg.rms_norm_eps)
         k = rms_norm(k, get(f"{p}.self_attn.k_norm.weight"), cfg.rms_norm_eps)
-    pos, inv = np.arange(T), cfg.inv_freq()
-    q, k = rope(q, pos, inv), rope(k, pos, inv)
+    pos, inv, a = np.arange(T), cfg.inv_freq(i), cfg.rope_scaling.attention_factor
+    if i not in cfg.nope_layers:
+        q, k = rope(q, pos, inv, a), rope(k, pos, inv, a)
     k, v = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)       # (T, H, hd)
     mask = np.triu(np.full((T, T), -np.inf, np.float32), 1)
-    att = np.matmul(q.transpose(1, 0, 2), k.transpose(1, 2, 0)) / np.float32(np.sqrt(hd)) + mask   # (H, T, T)
+    if cfg.window(i) is not None:               # a sliding layer sees its last `window` keys, its own included
+        mask += np.tril(np.full((T, T), -np.inf, np.float32), -cfg.window(i))
+    att = np.matmul(q.transpose(1, 0, 2), k.transpose(1, 2, 0)) * np.float32(cfg.softmax_scale) + mask   # (H, T, T)
     att = np.exp(att - att.max(-1, keepdims=True))
     att /= att.sum(-1, keepdims=True)
     return np.matmul(att, v.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(T, H * hd)
+
+
+def activation(cfg: DecoderConfig, g: np.ndarray) -> np.ndarray:
+    if cfg.hidden_act == "gelu_tanh":          # transformers' gelu_pytorch_tanh
+        return 0.5 * g * (1 + np.tanh(np.float32(np.sqrt(2 / np.pi)) * (g + np.float32(0.044715) * g ** 3)))
+    return g / (1 + np.exp(-g))
 
 
 def decoder_layer(cfg: DecoderConfig, get: Getter, i: int, h: np.ndarray,
@@ -68,14 +80,18 @@ def decoder_layer(cfg: DecoderConfig, get: Getter, i: int, h: np.ndarray,
     x = rms_norm(h, get(f"{p}.input_layernorm.weight"), cfg.rms_norm_eps)
     seqs = x.reshape(-1, *x.shape[-2:])
     attn = np.stack([attention(cfg, get, i, s) for s in seqs]).reshape(*x.shape[:-1], cfg.q_dim)
-    h = h + (attn @ get(f"{p}.self_attn.o_proj.weight").T) * r
+    h = h + _branch_norm(cfg, get, f"{p}.attn_out_norm.weight", (attn @ get(f"{p}.self_attn.o_proj.weight").T) * r)
     x2 = rms_norm(h, get(f"{p}.post_attention_layernorm.weight"), cfg.rms_norm_eps)
     g = x2 @ get(f"{p}.mlp.gate_proj.weight").T
     u = x2 @ get(f"{p}.mlp.up_proj.weight").T
-    m = (g / (1 + np.exp(-g))) * u
+    m = activation(cfg, g) * u
     if taps is not None:
         taps.update(q_proj=x, k_proj=x, v_proj=x, o_proj=attn, gate_proj=x2, up_proj=x2, down_proj=m)
-    return h + (m @ get(f"{p}.mlp.down_proj.weight").T) * r
+    return h + _branch_norm(cfg, get, f"{p}.mlp_out_norm.weight", (m @ get(f"{p}.mlp.down_proj.weight").T) * r)
+
+
+def _branch_norm(cfg: DecoderConfig, get: Getter, name: str, y: np.ndarray) -> np.ndarray:
+    return rms_norm(y, get(name), cfg.rms_norm_eps) if cfg.branch_norms else y
 
 
 def final_hidden(cfg: DecoderConfig, get: Getter, h: np.ndarray) -> np.ndarray:

@@ -169,7 +169,7 @@ def test_unsupported_architecture_lists_supported(tmp_path):
     cfg = json.loads((src / "config.json").read_text())
     cfg["architectures"] = ["GPT2LMHeadModel"]
     (src / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"GPT2LMHeadModel.*supported: LlamaForCausalLM, MiniCPMForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"):
+    with pytest.raises(CheckpointError, match=r"GPT2LMHeadModel.*supported: Gemma3ForCausalLM, LlamaForCausalLM, MiniCPMForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM"):
         export_checkpoint(src, tmp_path / "pkg")
 
 

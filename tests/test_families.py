@@ -1,9 +1,10 @@
 """Every supported family, exported from tiny checkpoints that transformers itself made and scored.
 
 tests/data/tiny-families/<name>/ holds a bf16 checkpoint with random weights built by transformers
-(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM; rope none / linear / llama3;
-tied and untied heads) and the logits and greedy tokens transformers computed from it
-(benchmarks/references/record_references.py). These run on a fresh clone: no ../shared needed.
+(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM,
+SmolLM3ForCausalLM;
+rope none / linear / llama3 / longrope; tied and untied heads) and the logits and greedy tokens transformers computed from it
+(benchmarks/references/record_references.py; record_new_families.py for the families of issue 21). These run on a fresh clone: no ../shared needed.
 """
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ def test_qwen3_head_dim_differs_from_hidden_over_heads():
 
 def test_genai_config_model_type_per_family(exported):
     want = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
-            "Qwen3ForCausalLM": "qwen3"}
+            "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3_text",
+            "Phi3ForCausalLM": "phi3", "SmolLM3ForCausalLM": "llama"}
     for name, (fp32, _) in exported.items():
         arch = json.loads((DATA / name / "config.json").read_text())["architectures"][0]
         assert json.loads((fp32 / "genai_config.json").read_text())["model"]["type"] == want[arch]

@@ -15,6 +15,7 @@ import numpy as np
 from edge_llm.errors import CheckpointError
 
 ROPE_TYPES = ("default", "linear", "llama3")
+ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}   # config.json name -> DecoderConfig.hidden_act
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class RopeScaling:
     low_freq_factor: float = 1.0      # llama3 only
     high_freq_factor: float = 4.0
     original_max_position_embeddings: int = 8192
+    factors: tuple[float, ...] = ()  # longrope: the per-frequency divisors in use (Phi-3's short_factor)
+    attention_factor: float = 1.0     # longrope: cos and sin are multiplied by it
 
     @classmethod
     def from_dict(cls, d: dict | None, *, source: str) -> "RopeScaling":
@@ -70,6 +73,15 @@ class DecoderConfig:
     logit_divisor: float = 1.0        # MiniCPM hidden/dim_model_base: logits = head(norm(h)) / s
     attention_bias: bool = False      # Qwen2: q/k/v projections carry a bias
     qk_norm: bool = False             # Qwen3: per-head RMSNorm of q and k before rotary
+    hidden_act: str = "silu"          # gated MLP activation: silu | gelu_tanh (Gemma)
+    attn_scale: float | None = None   # softmax scale; None: 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-0.5)
+    branch_norms: bool = False        # Gemma: RMSNorm of each branch's output before the residual add
+                                      # (canonical names attn_out_norm / mlp_out_norm)
+    sliding_window: int | None = None # keys visible to a sliding layer, the query's own included
+    sliding_layers: tuple[int, ...] = ()   # layers that attend through the window
+    local_rope_theta: float | None = None  # rotary base of sliding layers (Gemma 3 rope_local_base_freq)
+    partial_rotary_factor: float = 1.0     # Phi-4-mini: rotary on the first head_dim * f dims of each head
+    nope_layers: tuple[int, ...] = ()      # SmolLM3: layers whose attention has no rotary embedding
 
     @property
     def q_dim(self) -> int:
@@ -79,15 +91,31 @@ class DecoderConfig:
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
 
-    def inv_freq(self) -> np.ndarray:
-        """Rotary inverse frequencies (head_dim/2,) float32, with the checkpoint's rope scaling applied,
-        computed as transformers' rope init functions do."""
-        hd = self.head_dim
-        inv = 1.0 / (self.rope_theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))
-        inv = inv.astype(np.float32)
-        rs = self.rope_scaling
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def softmax_scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim) if self.attn_scale is None else self.attn_scale
+
+    def window(self, layer: int) -> int | None:
+        """Keys layer `layer` attends to (its own position included), None for full causal attention."""
+        return self.sliding_window if layer in self.sliding_layers else None
+
+    def inv_freq(self, layer: int = 0) -> np.ndarray:
+        """Rotary inverse frequencies (head_dim/2,) float32 of layer `layer`, with the checkpoint's rope scaling
+        applied, computed as transformers' rope init functions do (sliding layers: local base, no scaling)."""
+        hd = self.rotary_dim
+        local = self.local_rope_theta is not None and layer in self.sliding_layers
+        theta = self.local_rope_theta if local else self.rope_theta
+        base = (theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd)).astype(np.float32)
+        inv = (1.0 / base).astype(np.float32)
+        rs = RopeScaling() if local else self.rope_scaling
         if rs.type == "linear":
             return (inv / np.float32(rs.factor)).astype(np.float32)
+        if rs.type == "longrope":
+            return (np.float32(1.0) / (np.asarray(rs.factors, np.float32) * base)).astype(np.float32)
         if rs.type == "llama3":
             old = rs.original_max_position_embeddings
             low_wavelen, high_wavelen = old / rs.low_freq_factor, old / rs.high_freq_factor
@@ -121,17 +149,29 @@ class DecoderConfig:
                            f"{p}.self_attn.v_proj.bias": (kvd,)}
             if self.qk_norm:
                 shapes |= {f"{p}.self_attn.q_norm.weight": (hd,), f"{p}.self_attn.k_norm.weight": (hd,)}
+            if self.branch_norms:
+                shapes |= {f"{p}.attn_out_norm.weight": (d,), f"{p}.mlp_out_norm.weight": (d,)}
         if not self.tie_word_embeddings:
             shapes["lm_head.weight"] = (self.vocab_size, d)
         return shapes
 
     def details(self) -> dict:
         """Family extras recorded in the manifest (informative; the runtime does not read them)."""
-        return {"rope_theta": self.rope_theta, "rope_scaling": self.rope_scaling.__dict__,
+        rs = {k: v for k, v in self.rope_scaling.__dict__.items()       # longrope's fields only where set
+              if k not in ("factors", "attention_factor") or self.rope_scaling.type == "longrope"}
+        return {"rope_theta": self.rope_theta, "rope_scaling": rs,
                 "rms_norm_eps": self.rms_norm_eps, "embedding_scale": self.embedding_scale,
                 "residual_scale": self.residual_scale, "logit_divisor": self.logit_divisor,
                 "attention_bias": self.attention_bias, "qk_norm": self.qk_norm,
-                "tie_word_embeddings": self.tie_word_embeddings}
+                "tie_word_embeddings": self.tie_word_embeddings} | self._later_hooks()
+
+    def _later_hooks(self) -> dict:
+        """Hooks added after format 2's first packages, recorded only where set (older manifests unchanged)."""
+        later = {"hidden_act": (self.hidden_act, "silu"), "partial_rotary_factor": (self.partial_rotary_factor, 1.0),
+                 "nope_layers": (list(self.nope_layers), []), "attn_scale": (self.attn_scale, None),
+                 "branch_norms": (self.branch_norms, False), "sliding_window": (self.sliding_window, None),
+                 "sliding_layers": (list(self.sliding_layers), []), "local_rope_theta": (self.local_rope_theta, None)}
+        return {k: v for k, (v, neutral) in later.items() if v != neutral}
 
 
 @dataclass(frozen=True)
@@ -144,12 +184,28 @@ class ChatDefaults:
 
 
 @dataclass(frozen=True)
+class TensorSource:
+    """Where a canonical (Llama-named) tensor comes from in a family's checkpoint: mlx-lm's sanitize() and
+    llama.cpp's modify_tensors as data. `rows` slices a fused tensor along dim 0 (Phi-3 qkv_proj);
+    `offset` is added to every value (Gemma stores RMSNorm weights as w for a (1 + w) scale)."""
+    name: str
+    rows: tuple[int, int] | None = None
+    offset: float = 0.0
+
+
+# (config) -> {canonical name: source} for the tensors whose name or layout differs; the rest pass through
+TensorMap = Callable[[DecoderConfig], dict[str, TensorSource]]
+
+
+@dataclass(frozen=True)
 class Family:
-    """One registry entry: how to read config.json, and what onnxruntime-genai calls the model."""
+    """One registry entry: how to read config.json, what onnxruntime-genai calls the model, and how its
+    tensors map onto the canonical names the builder, reference and calibrator read."""
     name: str
     config_from_dict: Callable[[dict, str, str], DecoderConfig]   # (config dict, architecture, source)
     genai_type: str
     chat: ChatDefaults = ChatDefaults()
+    tensors: TensorMap | None = None      # None: the checkpoint already uses the canonical names
 
 
 class ConfigReader:
@@ -175,8 +231,8 @@ def llama_like(cfg: dict, *, architecture: str, family: str, source: str, **hook
     """The fields every family here shares with Llama's config.json; `hooks` set the family's differences."""
     r = ConfigReader(cfg, source)
     act = r.get("hidden_act", "silu")
-    if act != "silu":
-        raise r.fail(f"hidden_act '{act}' is not supported (only 'silu')")
+    if act not in ACTIVATIONS:
+        raise r.fail(f"hidden_act '{act}' is not supported ({', '.join(ACTIVATIONS)})")
     if r.get("pretraining_tp", 1) != 1:
         raise r.fail(f"pretraining_tp {cfg['pretraining_tp']} is not supported")
     if r.get("mlp_bias", False):
@@ -201,7 +257,22 @@ def llama_like(cfg: dict, *, architecture: str, family: str, source: str, **hook
         rms_norm_eps=float(r.get("rms_norm_eps", 1e-6)), rope_theta=float(theta),
         tie_word_embeddings=bool(r.get("tie_word_embeddings", False)),
         bos_token_id=None if bos is None else int(bos), eos_token_ids=eos,
-        rope_scaling=RopeScaling.from_dict(rope, source=source),
+        rope_scaling=RopeScaling.from_dict(rope, source=source), hidden_act=ACTIVATIONS[act],
     )
     fields.update(hooks)
     return DecoderConfig(**fields)
+
+
+def longrope(rope: dict, cfg: dict, r: ConfigReader, rotary_dim: int) -> RopeScaling:
+    """Phi-3 / MiniCPM4 longrope: the short factors (exact up to original_max_position_embeddings, where the
+    exporter caps the context) and the attention factor sqrt(1 + ln(max/orig) / ln(orig))."""
+    orig = int(rope.get("original_max_position_embeddings") or r.need("original_max_position_embeddings"))
+    short = rope.get("short_factor")
+    if not isinstance(short, list) or len(short) != rotary_dim // 2 or not isinstance(rope.get("long_factor"), list):
+        raise r.fail(f"longrope needs short_factor and long_factor lists of {rotary_dim // 2} values")
+    factor = int(r.get("max_position_embeddings", orig)) / orig
+    attention = rope.get("attention_factor")
+    if attention is None:
+        attention = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(orig))
+    return RopeScaling(type="longrope", factor=factor, original_max_position_embeddings=orig,
+                       factors=tuple(float(f) for f in short), attention_factor=float(attention))
