@@ -25,6 +25,7 @@ from edge_llm.errors import CheckpointError
 from .gguf_blocks import CARRIED, Carried, carry, take_rows
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
+FP16_SCALED = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")    # block scale = the stored float16 d
 MAGIC = b"GGUF"
 
 
@@ -337,9 +338,23 @@ def open_gguf(path: Path) -> GgufCheckpoint:
     return GgufCheckpoint(path, cfg, tensors, files, meta_dir, meta)
 
 
+def _half_exact(ckpt: GgufCheckpoint, names: list[str]) -> bool:
+    """Are all these tensors' carried scales float16 values? (Q4_0/Q4_1/Q5_*/Q8_0's d always is; the
+    K-quants' d·sc may not be.)"""
+    for n in names:
+        if ckpt.tensors[n].gguf_type in FP16_SCALED:
+            continue
+        s = ckpt.carried(n).q.scales
+        if not np.array_equal(s.astype(np.float16).astype(np.float32), s):
+            return False
+    return True
+
+
 def carried_recipe(ckpt: GgufCheckpoint, recipe):
     """The user's recipe for the float tensors, with every exactly carried tensor pinned to its own bits and
-    block (so packing and the manifest see them) and float32 scales (Q6_K's d·sc is not always a float16)."""
+    block (so packing and the manifest see them). Scales: float32 with float32 activations (accuracy level
+    0-3: the kernels then see the exact weights and unrounded inputs); with int8 activations (level 4) the
+    recipe's float16 scales — the GGUF's own bytes — where every carried scale is a float16 value."""
     if recipe.precision == "fp32":
         return recipe
     pinned = {}
@@ -347,7 +362,8 @@ def carried_recipe(ckpt: GgufCheckpoint, recipe):
         if t.gguf_type in CARRIED and len(t.shape) == 2:
             per = 16 if t.gguf_type == "Q6_K" else 32
             pinned[name] = {"bits": {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q8_0": 8}.get(t.gguf_type, 6), "block_size": per}
-    return replace(recipe, scale_dtype="float32", tensors={**recipe.tensors, **pinned})
+    half = recipe.scale_dtype == "float16" and recipe.accuracy_level == 4 and _half_exact(ckpt, list(pinned))
+    return replace(recipe, scale_dtype="float16" if half else "float32", tensors={**recipe.tensors, **pinned})
 
 
 def carriage_report(ckpt: GgufCheckpoint, recipe) -> dict:
