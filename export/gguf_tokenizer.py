@@ -85,7 +85,7 @@ def _score_merges(tokens: list[str], scores: list[float], usable: set[str]) -> l
 
 
 def llama_tokenizer(meta: dict, source: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, normalizers
     tokens = list(_need(meta, "tokenizer.ggml.tokens", source))
     scores = [float(s) for s in _need(meta, "tokenizer.ggml.scores", source)]
     types = list(_need(meta, "tokenizer.ggml.token_type", source))
@@ -95,8 +95,9 @@ def llama_tokenizer(meta: dict, source: Path):
     tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=_score_merges(tokens, scores, usable),
                               unk_token=unk, fuse_unk=True, byte_fallback=True))
     prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
-    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first" if prefix else "never",
-                                                split=False)
+    # llama.cpp puts the space prefix before every text fragment after a special token (and the first one),
+    # even one that already starts with spaces: a normalizer does the same per fragment (Metaspace would not)
+    tk.normalizer = normalizers.Sequence(([normalizers.Prepend("▁")] if prefix else []) + [normalizers.Replace(" ", "▁")])
     steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     tk.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
     return tk, tokens, None
