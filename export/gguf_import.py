@@ -77,8 +77,12 @@ def unpermute_rows(rows: int, n_head: int) -> np.ndarray:
 
 def _reader(path: Path):
     """gguf's reader with the checks it lacks: each failure names the tensor."""
-    import gguf
-    from gguf.gguf_reader import GGUFReader
+    try:
+        import gguf
+        from gguf.gguf_reader import GGUFReader
+    except ImportError:
+        raise CheckpointError(f"{path}: reading GGUF files needs the gguf package "
+                              f"(pip install 'edge-llm[gguf]')") from None
 
     size = path.stat().st_size
 

@@ -113,11 +113,17 @@ def write_tokenizer(meta: dict, folder: Path, *, source: Path) -> None:
     if kind not in KINDS:
         raise CheckpointError(f"{source}: tokenizer.ggml.model '{kind}' is not supported; supported: "
                               f"{', '.join(sorted(KINDS))}")
-    tk, tokens, fallback = KINDS[kind](meta, source)
-    types = list(meta.get("tokenizer.ggml.token_type", [1] * len(tokens)))
-    if len(types) != len(tokens):
-        raise CheckpointError(f"{source}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
-    _added_tokens(tk, tokens, types)
+    try:
+        tk, tokens, fallback = KINDS[kind](meta, source)
+        types = list(meta.get("tokenizer.ggml.token_type", [1] * len(tokens)))
+        if len(types) != len(tokens):
+            raise CheckpointError(f"{source}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} "
+                                  f"tokens")
+        _added_tokens(tk, tokens, types)
+    except CheckpointError:
+        raise
+    except Exception as e:     # `tokenizers` raises plain Exception for a vocabulary it cannot build
+        raise CheckpointError(f"{source}: tokenizer.ggml.* does not make a {kind} tokenizer ({e})") from None
 
     def piece(key):
         i = meta.get(key)

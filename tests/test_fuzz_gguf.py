@@ -36,7 +36,7 @@ def _open_all(data: bytes) -> None:
             ck.carried(name)
 
 
-@fuzz(60)
+@fuzz(150)
 @given(st.lists(st.tuples(st.integers(0, HEADER - 1), st.integers(0, 255)), min_size=1, max_size=8))
 def test_byte_flips_open_or_fail_in_one_error(flips):
     data = bytearray(SEED)
@@ -48,7 +48,7 @@ def test_byte_flips_open_or_fail_in_one_error(flips):
         pass
 
 
-@fuzz(30)
+@fuzz(40)
 @given(st.integers(0, len(SEED) - 1))
 def test_truncation_opens_or_fails_in_one_error(n):
     try:
