@@ -7,10 +7,11 @@ Every format here is a per-block scale times an integer code, minus (for some) a
   Q8_0   32   34      d·q (q int8)               8-bit, block 32, code q+128 (implicit zero point 128)
   Q5_0   32   22      d·(q − 16)                 "6-bit" codes (5 used), zero point 16: the 4+2 split
   Q6_K   256  210     d·sc·(q − 32), sc int8/16  6-bit, block 16, scale d·sc: the 4+2 split
-  Q4_1   32   20      d·q + m                    4-bit, zero point 0, scale d, plus a min term m
-  Q5_1   32   24      d·q + m                    6-bit (5 used), zero point 0, plus a min term
-  Q4_K   256  144     d·sc·q − dmin·mn (per 32)  4-bit, block 32, zero point 0, plus a min term
-  Q5_K   256  176     d·sc·q − dmin·mn (per 32)  6-bit (5 used), block 32, zero point 0, plus a min term
+  Q4_1   32   20      d·q + m                    4-bit, zero point 8, scale d, plus a min term m + 8d
+  Q5_1   32   24      d·q + m                    6-bit (5 used), zero point 16, plus a min term m + 16d
+  Q4_K   256  144     d·sc·q − dmin·mn (per 32)  4-bit, block 32, zero point 8, plus a min term
+  Q5_K   256  176     d·sc·q − dmin·mn (per 32)  6-bit (5 used), block 32, zero point 16, plus a min term
+(a block whose m + z·d is not exact in float32 keeps zero point 0 and m: _centered)
 
 A min term is Σ_blocks mins[n, b]·Σ_{k in b} x[k]: MatMulNBits can't take a float zero point on its fast
 path, so the exporter adds a small float matmul over the block sums of x (export/decoder.py).
@@ -82,15 +83,36 @@ def _k_scale_min(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sc, mn
 
 
-def _q4(codes, scales, *, zp0: bool, shape) -> QTensor:
-    n, nb = scales.shape
-    zp = pack_zero_points(np.zeros((n, nb), np.uint8), 4) if zp0 else None
-    return QTensor(pack_bits(codes, 4), scales.astype(np.float32), zp, shape, codes.shape[-1], bits=4)
+def _q4(codes, scales, *, zp: np.ndarray | None, shape) -> QTensor:
+    packed = None if zp is None else pack_zero_points(zp, 4)
+    return QTensor(pack_bits(codes, 4), scales.astype(np.float32), packed, shape, codes.shape[-1], bits=4)
 
 
-def _q6(codes, scales, zp: int | None, shape) -> QTensor:
-    z = None if zp is None else np.full(scales.shape, zp, np.uint8)
+def _q6(codes, scales, zp: int | np.ndarray | None, shape) -> QTensor:
+    z = None if zp is None else np.broadcast_to(np.asarray(zp, np.uint8), scales.shape).copy()
     return QTensor(codes.astype(np.uint8), scales.astype(np.float32), z, shape, codes.shape[-1], bits=6)
+
+
+def _centered(scales: np.ndarray, mins: np.ndarray, center: int) -> tuple[np.ndarray, np.ndarray]:
+    """d·q + m written as d·(q − z) + (m + z·d) with z = `center` in every block where m + z·d is exact in
+    float32 (else z = 0): the same values, but codes centred on their zero point, so int8-activation
+    kernels multiply smaller integers (less activation-rounding error) — and, where every block takes
+    the centre, a 4-bit tensor needs no stored zero points. Returns (zero points (N, nb), new minimums)."""
+    wide = mins.astype(np.float64) + center * scales.astype(np.float64)
+    ok = wide.astype(np.float32).astype(np.float64) == wide
+    zp = np.where(ok, center, 0).astype(np.uint8)
+    return zp, np.where(ok, wide, mins).astype(np.float32)
+
+
+def _with_min(codes, scales, mins, bits: int, shape, gguf_type: str) -> "Carried":
+    """A d·q + m format (q unsigned, 4 or 5 bits), centred where exact (_centered)."""
+    center = 8 if bits == 4 else 16
+    zp, mins = _centered(scales, mins, center)
+    if bits == 4:
+        q = _q4(codes, scales, zp=None if (zp == center).all() else zp, shape=shape)
+    else:
+        q = _q6(codes, scales, zp, shape)
+    return Carried(q, mins, gguf_type)
 
 
 def carry(raw: np.ndarray, gguf_type: str, shape: tuple[int, int]) -> Carried:
@@ -99,10 +121,9 @@ def carry(raw: np.ndarray, gguf_type: str, shape: tuple[int, int]) -> Carried:
     per, size = BYTES[gguf_type]
     b = np.ascontiguousarray(raw).reshape(n, k // per, size)
     if gguf_type == "Q4_0":
-        return Carried(_q4(_nibbles32(b[..., 2:]), _f16(b[..., :2]), zp0=False, shape=shape), None, gguf_type)
+        return Carried(_q4(_nibbles32(b[..., 2:]), _f16(b[..., :2]), zp=None, shape=shape), None, gguf_type)
     if gguf_type == "Q4_1":
-        q = _q4(_nibbles32(b[..., 4:]), _f16(b[..., :2]), zp0=True, shape=shape)
-        return Carried(q, _f16(b[..., 2:4]), gguf_type)
+        return _with_min(_nibbles32(b[..., 4:]), _f16(b[..., :2]), _f16(b[..., 2:4]), 4, shape, gguf_type)
     if gguf_type == "Q8_0":
         codes = (b[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
         return Carried(QTensor(codes, _f16(b[..., :2]), None, shape, 32, bits=8), None, gguf_type)
@@ -111,7 +132,7 @@ def carry(raw: np.ndarray, gguf_type: str, shape: tuple[int, int]) -> Carried:
         return Carried(_q6(codes, _f16(b[..., :2]), 16, shape), None, gguf_type)
     if gguf_type == "Q5_1":
         codes = _nibbles32(b[..., 8:]) | (_high_bits32(b[..., 4:8]) << 4)
-        return Carried(_q6(codes, _f16(b[..., :2]), 0, shape), _f16(b[..., 2:4]), gguf_type)
+        return _with_min(codes, _f16(b[..., :2]), _f16(b[..., 2:4]), 5, shape, gguf_type)
     if gguf_type == "Q6_K":
         ql, qh, sc, d = b[..., :128], b[..., 128:192], b[..., 192:208].view(np.int8), _f16(b[..., 208:210])
         lo = np.stack([ql.reshape(n, -1, 2, 64) & 0x0F, ql.reshape(n, -1, 2, 64) >> 4], axis=3)   # (n, S, 2, 2, 64)
@@ -127,10 +148,10 @@ def carry(raw: np.ndarray, gguf_type: str, shape: tuple[int, int]) -> Carried:
         qs = b[..., -128:].reshape(n, -1, 4, 1, 32) >> np.array([0, 4], np.uint8).reshape(1, 1, 1, 2, 1)
         codes = (qs & 0x0F).reshape(n, -1, 32)                                                   # (n, S·8, 32)
         if gguf_type == "Q4_K":
-            return Carried(_q4(codes, scales, zp0=True, shape=shape), mins, gguf_type)
+            return _with_min(codes, scales, mins, 4, shape, gguf_type)
         qh = b[..., 16:48].reshape(n, -1, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)
         codes = codes | ((qh & 1).reshape(n, -1, 32) << 4)
-        return Carried(_q6(codes, scales, 0, shape), mins, gguf_type)
+        return _with_min(codes, scales, mins, 5, shape, gguf_type)
     raise ValueError(f"GGUF type {gguf_type} is not carried exactly")
 
 
