@@ -56,7 +56,7 @@ class TinyGguf:
 def gpt2_vocab():
     from tokenizers import pre_tokenizers
     chars = sorted(pre_tokenizers.ByteLevel.alphabet())
-    merges = ["Ġ t", "h e", "Ġt he", "i n", "a n"]
+    merges = ["Ġ t", "h e", "Ġt he", "i n", "a n", "2 0"]     # "20" never forms where digits are split
     tokens = chars + [m.replace(" ", "") for m in merges] + ["<|im_start|>", "<|im_end|>"]
     types = [1] * (len(tokens) - 2) + [3, 3]
     return tokens, types, merges

@@ -235,3 +235,38 @@ def test_min_formats_are_centred_where_exact():
     for raw in (even, odd):
         want = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q4_1).reshape(1, 64)
         np.testing.assert_array_equal(dequantize_carried(carry(raw, "Q4_1", (1, 64))), want)
+
+
+@pytest.mark.parametrize("arch, permuted", [("llama", True), ("minicpm", True), ("qwen2", False)])
+def test_qk_rows_are_unpermuted_for_llama_family(arch, permuted, tmp_path):
+    """llama.cpp's converter permutes q/k rows for llama-family models (interleaved rotary); the loader and
+    the carried tensor undo it, so permute(loaded) is the GGUF's own tensor again. Qwen GGUFs are not permuted."""
+    from gguf_helpers import HEADS, KV_HEADS, permute
+    from edge_llm.export.gguf_import import open_gguf
+    src = write_tiny(tmp_path / "m.gguf", TinyGguf(arch=arch, types={"attn_q": "Q6_K", "attn_k": "Q4_1"}))
+    r = gguf.GGUFReader(str(src))
+    raw = {t.name: gguf.quants.dequantize(t.data, t.tensor_type) for t in r.tensors}
+    with open_gguf(src) as ck:
+        for short, heads in (("q", HEADS), ("k", KV_HEADS)):
+            name = f"model.layers.1.self_attn.{short}_proj.weight"
+            loaded, carried = ck.load(name), dequantize_carried(ck.carried(name))
+            np.testing.assert_array_equal(loaded, carried)
+            back = permute(loaded, heads) if permuted else loaded
+            np.testing.assert_array_equal(back, raw[f"blk.1.attn_{short}.weight"])
+            if permuted:
+                assert not np.array_equal(loaded, raw[f"blk.1.attn_{short}.weight"])
+
+
+def test_packed_tensors_of_different_forms_stay_exact():
+    """q|k packed from a Q4_0 (implicit zero point 8, no minimum) and a Q4_1 with an explicit zero point and
+    minimums: the implicit zero point and a zero minimum are made explicit, the stack dequantizes as before."""
+    from gguf_helpers import block_bytes
+    from edge_llm.export.gguf_blocks import concat
+    a = carry(block_bytes(np.random.default_rng(2), "Q4_0", 3, 64), "Q4_0", (3, 64))
+    qs = np.arange(16, dtype=np.uint8)
+    odd = np.concatenate([np.array([6e-8, 1024.0], np.float16).view(np.uint8), qs])     # centring inexact: zp 0
+    b = carry(np.tile(odd, (2, 2)), "Q4_1", (2, 64))
+    assert b.q.zero_points is not None and a.q.zero_points is None and a.mins is None
+    for parts in ([a, b], [b, a]):
+        c = concat(parts)
+        np.testing.assert_array_equal(dequantize_carried(c), np.concatenate([dequantize_carried(p) for p in parts]))
