@@ -381,8 +381,8 @@ class DecoderGraph:
                 rows.append(g.op1("GatherBlockQuantized", gbq_in, f"{path}/GatherBlockQuantized", domain=MS,
                                   bits=bits, block_size=bs, gather_axis=0, quantize_axis=2))   # (B, S, nb, bs)
             x = rows[0] if len(rows) == 1 else g.op1("Add", rows, "/model/embed_tokens/Add_parts")
-            x = self._cast(x, "/model/embed_tokens/Cast", TensorProto.FLOAT)
             if table.mins:     # + each block's minimum: (B, S, nb) -> (B, S, nb, 1), broadcast over the block
+                x = self._cast(x, "/model/embed_tokens/Cast", TensorProto.FLOAT)
                 m = g.op1("Gather", [table.mins, ids], "/model/embed_tokens/mins/Gather", axis=0)
                 m = g.op1("Unsqueeze", [m, g.const([-1])], "/model/embed_tokens/mins/Unsqueeze")
                 x = g.op1("Add", [x, m], "/model/embed_tokens/mins/Add")
@@ -392,6 +392,8 @@ class DecoderGraph:
             x = g.op1("Reshape", [x, shape], "/model/embed_tokens/Reshape")
             if nb * bs != cfg.hidden_size:
                 x = g.op1("Slice", [x, g.const([0]), g.const([cfg.hidden_size]), g.const([2])], "/model/embed_tokens/Trim")
+            if not table.mins:
+                x = self._cast(x, "/model/embed_tokens/Cast", TensorProto.FLOAT)
         if cfg.embedding_scale == 1.0:
             return x
         return g.op1("Mul", [x, g.const(cfg.embedding_scale, np.float32)], "/model/embed_tokens/scale/Mul")

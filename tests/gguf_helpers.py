@@ -79,11 +79,12 @@ def spm_vocab(tmp: Path):
     return sp, tokens, scores, types
 
 
-def write_tiny(path: Path, spec: TinyGguf, *, skip_keys: tuple[str, ...] = ()) -> Path:
-    """A two-layer model of `spec.arch` whose tensors have the GGUF types `spec.types` asks for."""
+def write_tiny(path: Path, spec: TinyGguf, *, skip_keys: tuple[str, ...] = (), split_max_tensors: int = 0) -> Path:
+    """A two-layer model of `spec.arch` whose tensors have the GGUF types `spec.types` asks for (split into
+    `STEM-0000i-of-0000N.gguf` parts of at most `split_max_tensors` tensors when given; returns the first)."""
     import gguf
     rng = np.random.default_rng(spec.seed)
-    w = gguf.GGUFWriter(str(path), spec.arch)
+    w = gguf.GGUFWriter(str(path), spec.arch, split_max_tensors=split_max_tensors)
     keys = []
 
     def kv(name, fn, *a):
@@ -161,4 +162,5 @@ def write_tiny(path: Path, spec: TinyGguf, *, skip_keys: tuple[str, ...] = ()) -
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return path
+    parts = sorted(path.parent.glob(f"{path.stem}-0*-of-*.gguf"))
+    return parts[0] if split_max_tensors and parts else path

@@ -270,3 +270,26 @@ def test_packed_tensors_of_different_forms_stay_exact():
     for parts in ([a, b], [b, a]):
         c = concat(parts)
         np.testing.assert_array_equal(dequantize_carried(c), np.concatenate([dequantize_carried(p) for p in parts]))
+
+
+def test_split_gguf_is_one_model(tmp_path):
+    """A split GGUF (model-00001-of-0000N.gguf) exports to the same package logits as the whole file; a later
+    part or a missing part is one error."""
+    from edge_llm.export.gguf_import import open_gguf
+    from edge_llm.session import ModelSession
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = write_tiny(tmp_path / "a" / "m.gguf", TinyGguf(types=MIX))
+    first = write_tiny(tmp_path / "b" / "m.gguf", TinyGguf(types=MIX), split_max_tensors=8)
+    parts = sorted((tmp_path / "b").glob("m-*.gguf"))
+    assert first.name == f"m-00001-of-{len(parts):05d}.gguf" and len(parts) > 2
+    _export(whole, tmp_path / "pa")
+    _export(first, tmp_path / "pb")
+    ids = np.arange(5, 40)
+    np.testing.assert_array_equal(ModelSession(tmp_path / "pa", threads=1).logits_all(ids),
+                                  ModelSession(tmp_path / "pb", threads=1).logits_all(ids))
+    with pytest.raises(CheckpointError, match="part 2 of a split GGUF; give the first part"):
+        open_gguf(parts[1])
+    parts[-1].unlink()
+    with pytest.raises(CheckpointError, match=f"{parts[-1].name}: part of the split GGUF {first.name} is missing"):
+        open_gguf(first)
