@@ -84,7 +84,9 @@ def main() -> None:
     print(f"{'variant':<12} {'bits/w (f32 scales)':>20} {'rel RMS err':>12} " + " ".join(
         f"{'acc' + str(lv) + ' x' + r:>12}" for lv in (1, 4) for r in a.rows.split(",")))
     for name, (inits, bits, mins, stored) in variants.items():
-        nbytes = sum(v.nbytes for v in inits.values()) + (0 if mins is None else mins.size * 2)   # mins as float16
+        inits = {k: v for k, v in inits.items() if v is not None}
+        half_ok = mins is not None and np.array_equal(mins.astype(np.float16).astype(np.float32), mins)
+        nbytes = sum(v.nbytes for v in inits.values()) + (0 if mins is None else mins.size * (2 if half_ok else 4))
         err = float(np.sqrt(np.mean((stored - w) ** 2))) / rms
         times = [timed(graph(k, n, inits, bits=bits, mins=mins, level=lv), rng.standard_normal((1, int(r), k)).astype(np.float32))
                  for lv in (1, 4) for r in a.rows.split(",")]
