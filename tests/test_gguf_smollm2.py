@@ -74,7 +74,7 @@ def test_chat_with_its_own_template(exact_package):
     m = Model.load(exact_package, threads=2)
     assert m.session.manifest.chat.template.startswith("{% for message in messages %}")
     ids = m.chat_ids([{"role": "user", "content": "What is the capital of France?"}])
-    assert m.tokenizer.decode(ids[:3]) .startswith("<|im_start|>system")
+    assert ids[0] == 1 and m.tokenizer.decode(ids).startswith("system\nYou are a helpful AI assistant named SmolLM")
     reply = "".join(r.text for r in m.chat([{"role": "user", "content": "What is the capital of France?"}],
                                            max_new_tokens=20))
     assert "Paris" in reply, reply
