@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_llm.errors import CheckpointError
+from edge_llm.errors import CheckpointError, ExportError
 
 from .gguf_blocks import CARRIED, Carried, carry, take_rows
 
@@ -366,6 +366,10 @@ def carried_recipe(ckpt: GgufCheckpoint, recipe):
         if t.gguf_type in CARRIED and len(t.shape) == 2:
             per = 16 if t.gguf_type == "Q6_K" else 32
             pinned[name] = {"bits": {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q8_0": 8}.get(t.gguf_type, 6), "block_size": per}
+    if recipe.bpw is not None and pinned:
+        kinds = ", ".join(sorted({ckpt.tensors[n].gguf_type for n in pinned}))
+        raise ExportError(f"{ckpt.path}: --bpw chooses each tensor's bits, but {len(pinned)} tensors here are already "
+                          f"quantized ({kinds}) and are carried as they are; --bpw applies to F32/F16/BF16 GGUFs")
     half = recipe.scale_dtype == "float16" and recipe.accuracy_level == 4 and _half_exact(ckpt, list(pinned))
     return replace(recipe, scale_dtype="float16" if half else "float32", tensors={**recipe.tensors, **pinned})
 

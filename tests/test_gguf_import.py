@@ -293,3 +293,28 @@ def test_split_gguf_is_one_model(tmp_path):
     parts[-1].unlink()
     with pytest.raises(CheckpointError, match=f"{parts[-1].name}: part of the split GGUF {first.name} is missing"):
         open_gguf(first)
+
+
+def test_bpw_on_a_quantized_gguf_is_one_line(tmp_path):
+    """--bpw re-plans bits per tensor; a GGUF's quantized tensors are carried as they are, so it is refused
+    by name there — and works on a float GGUF, whose tensors the recipe quantizes."""
+    from click.testing import CliRunner
+    from edge_llm.cli import main
+    src = write_tiny(tmp_path / "q.gguf", TinyGguf(types=MIX))
+    res = CliRunner().invoke(main, ["export", str(src), "-o", str(tmp_path / "pkg"), "--bpw", "5"])
+    assert res.exit_code == 1 and "q.gguf: --bpw chooses each tensor's bits, but 15 tensors here are already quantized" \
+        in res.output.strip().splitlines()[-1], res.output
+    assert not (tmp_path / "pkg").exists()
+    f16 = write_tiny(tmp_path / "f.gguf", TinyGguf(default="F16", types={"token_embd": "F16"}))
+    res = CliRunner().invoke(main, ["export", str(f16), "-o", str(tmp_path / "pkg16"), "--bpw", "5"])
+    assert res.exit_code == 0, res.output
+    assert "F16" in res.output and "quantized by the recipe" in res.output
+
+
+def test_fp32_precision_is_the_dequantized_model(tmp_path):
+    """--precision fp32: every tensor dequantized by gguf, the reference export (validated within 1e-3)."""
+    src = write_tiny(tmp_path / "m.gguf", TinyGguf(types=MIX))
+    r = _export(src, tmp_path / "pkg", precision="fp32")
+    assert r.manifest["validation"]["max_abs_diff"] < 1e-3
+    assert {t["carried"] for ty, t in r.manifest["quantization"]["gguf"]["types"].items() if ty != "F32"} == \
+        {"dequantized to float32"}
