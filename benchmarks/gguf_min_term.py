@@ -70,7 +70,7 @@ def main() -> None:
     n, k = map(int, a.shape.split("x"))
     rng = np.random.default_rng(0)
     raw = gguf.quants.quantize((rng.standard_normal((n, k)) * 0.05).astype(np.float32), gguf.GGMLQuantizationType.Q4_1)
-    c = carry(raw, "Q4_1", (n, k))
+    c = carry(raw, "Q4_1", shape=(n, k))
     w = dequantize_carried(c)
     rms = float(np.sqrt(np.mean(w ** 2)))
     q4 = quantize(w, bits=4, block_size=32, symmetric=False, clip_search=True)

@@ -188,11 +188,11 @@ class DecoderGraph:
         y = self._cast(y, f"{path}/Cast_out", TensorProto.FLOAT)
         if c.mins is None:
             return y
-        mins = self._mins_weight(f"{stored}.mins", np.ascontiguousarray(c.mins.T), path)   # (nb, N)
-        m = self.g.op1("MatMul", [self._block_sum(x, c.q.block_size, k, path), mins], f"{path}/mins/MatMul")
+        mins = self._mins_weight(f"{stored}.mins", np.ascontiguousarray(c.mins.T), path=path)   # (nb, N)
+        m = self.g.op1("MatMul", [self._block_sum(x, block=c.q.block_size, k=k, path=path), mins], f"{path}/mins/MatMul")
         return self.g.op1("Add", [y, m], f"{path}/mins/Add")
 
-    def _mins_weight(self, name: str, mins: np.ndarray, path: str) -> str:
+    def _mins_weight(self, name: str, mins: np.ndarray, *, path: str) -> str:
         """Block minimums as float32 for the graph; stored as float16 when that is exact (Q4_1/Q5_1's m is a
         float16; Q4_K's dmin·m may not be), the Cast folded by onnxruntime at load."""
         half = mins.astype(np.float16)
@@ -200,7 +200,7 @@ class DecoderGraph:
             return self.g.weight(name, mins)
         return self.g.op1("Cast", [self.g.weight(name, half)], f"{path}/mins/Cast", to=TensorProto.FLOAT)
 
-    def _block_sum(self, x: str, block: int, k: int, path: str) -> str:
+    def _block_sum(self, x: str, *, block: int, k: int, path: str) -> str:
         """(B, S, K) -> (B, S, K/block): Σ of x over each block, shared by the matmuls that read x."""
         if (x, block) not in self._block_sums:
             r = self.g.op1("Reshape", [x, self.g.const([0, 0, k // block, block])], f"{path}/block_sum/Reshape")
@@ -320,7 +320,7 @@ class DecoderGraph:
         if self._carries(name):
             c = self.carried(name)
             q = c.q
-            mins = None if c.mins is None else self._mins_weight(f"{name}.mins", c.mins, f"/tables/{name}")
+            mins = None if c.mins is None else self._mins_weight(f"{name}.mins", c.mins, path=f"/tables/{name}")
             return TablePlan(name, method, q.block_size, q.scales.shape[1], q.bits,
                              self._part_names(name, q.bits, q.zero_points is not None), mins=mins)
         block = r.table_block_for(name, cfg.hidden_size)
@@ -508,7 +508,7 @@ class DecoderGraph:
         y = self._cast(y, "/lm_head/Cast_out", TensorProto.FLOAT)
         if head.mins:
             mins = g.op1("Transpose", [head.mins], "/lm_head/mins/Transpose", perm=[1, 0])   # (nb, V)
-            m = g.op1("MatMul", [self._block_sum(h32, head.block, cfg.hidden_size, "/lm_head"), mins],
+            m = g.op1("MatMul", [self._block_sum(h32, block=head.block, k=cfg.hidden_size, path="/lm_head"), mins],
                       "/lm_head/mins/MatMul")
             y = g.op1("Add", [y, m], "/lm_head/mins/Add")
         return y

@@ -88,12 +88,12 @@ def _q4(codes, scales, *, zp: np.ndarray | None, shape) -> QTensor:
     return QTensor(pack_bits(codes, 4), scales.astype(np.float32), packed, shape, codes.shape[-1], bits=4)
 
 
-def _q6(codes, scales, zp: int | np.ndarray | None, shape) -> QTensor:
+def _q6(codes, scales, *, zp: int | np.ndarray | None, shape) -> QTensor:
     z = None if zp is None else np.broadcast_to(np.asarray(zp, np.uint8), scales.shape).copy()
     return QTensor(codes.astype(np.uint8), scales.astype(np.float32), z, shape, codes.shape[-1], bits=6)
 
 
-def _centered(scales: np.ndarray, mins: np.ndarray, center: int) -> tuple[np.ndarray, np.ndarray]:
+def _centered(scales: np.ndarray, mins: np.ndarray, *, center: int) -> tuple[np.ndarray, np.ndarray]:
     """d·q + m written as d·(q − z) + (m + z·d) with z = `center` in every block where m + z·d is exact in
     float32 (else z = 0): the same values, but codes centred on their zero point, so int8-activation
     kernels multiply smaller integers (less activation-rounding error) — and, where every block takes
@@ -104,18 +104,18 @@ def _centered(scales: np.ndarray, mins: np.ndarray, center: int) -> tuple[np.nda
     return zp, np.where(ok, wide, mins).astype(np.float32)
 
 
-def _with_min(codes, scales, mins, bits: int, shape, gguf_type: str) -> "Carried":
+def _with_min(codes, scales, mins, *, bits: int, shape, gguf_type: str) -> "Carried":
     """A d·q + m format (q unsigned, 4 or 5 bits), centred where exact (_centered)."""
     center = 8 if bits == 4 else 16
-    zp, mins = _centered(scales, mins, center)
+    zp, mins = _centered(scales, mins, center=center)
     if bits == 4:
         q = _q4(codes, scales, zp=None if (zp == center).all() else zp, shape=shape)
     else:
-        q = _q6(codes, scales, zp, shape)
+        q = _q6(codes, scales, zp=zp, shape=shape)
     return Carried(q, mins, gguf_type)
 
 
-def carry(raw: np.ndarray, gguf_type: str, shape: tuple[int, int]) -> Carried:
+def carry(raw: np.ndarray, gguf_type: str, *, shape: tuple[int, int]) -> Carried:
     """raw: (N, row bytes) uint8 of a `gguf_type` tensor of (N, K) values -> its exact Carried form."""
     n, k = shape
     per, size = BYTES[gguf_type]
@@ -123,23 +123,24 @@ def carry(raw: np.ndarray, gguf_type: str, shape: tuple[int, int]) -> Carried:
     if gguf_type == "Q4_0":
         return Carried(_q4(_nibbles32(b[..., 2:]), _f16(b[..., :2]), zp=None, shape=shape), None, gguf_type)
     if gguf_type == "Q4_1":
-        return _with_min(_nibbles32(b[..., 4:]), _f16(b[..., :2]), _f16(b[..., 2:4]), 4, shape, gguf_type)
+        return _with_min(_nibbles32(b[..., 4:]), _f16(b[..., :2]), _f16(b[..., 2:4]), bits=4, shape=shape,
+                         gguf_type=gguf_type)
     if gguf_type == "Q8_0":
         codes = (b[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
         return Carried(QTensor(codes, _f16(b[..., :2]), None, shape, 32, bits=8), None, gguf_type)
     if gguf_type == "Q5_0":
         codes = _nibbles32(b[..., 6:]) | (_high_bits32(b[..., 2:6]) << 4)
-        return Carried(_q6(codes, _f16(b[..., :2]), 16, shape), None, gguf_type)
+        return Carried(_q6(codes, _f16(b[..., :2]), zp=16, shape=shape), None, gguf_type)
     if gguf_type == "Q5_1":
         codes = _nibbles32(b[..., 8:]) | (_high_bits32(b[..., 4:8]) << 4)
-        return _with_min(codes, _f16(b[..., :2]), _f16(b[..., 2:4]), 5, shape, gguf_type)
+        return _with_min(codes, _f16(b[..., :2]), _f16(b[..., 2:4]), bits=5, shape=shape, gguf_type=gguf_type)
     if gguf_type == "Q6_K":
         ql, qh, sc, d = b[..., :128], b[..., 128:192], b[..., 192:208].view(np.int8), _f16(b[..., 208:210])
         lo = np.stack([ql.reshape(n, -1, 2, 64) & 0x0F, ql.reshape(n, -1, 2, 64) >> 4], axis=3)   # (n, S, 2, 2, 64)
         hi = np.stack([(qh.reshape(n, -1, 2, 32) >> s) & 3 for s in (0, 2, 4, 6)], axis=3)       # (n, S, 2, 4, 32)
         codes = lo.reshape(n, -1, 16) | (hi.reshape(n, -1, 16) << 4)                              # (n, S·16, 16)
         scales = (d[..., None] * sc.astype(np.float32)).reshape(n, -1)                            # (n, S·16)
-        return Carried(_q6(codes, scales, None, shape), None, gguf_type)
+        return Carried(_q6(codes, scales, zp=None, shape=shape), None, gguf_type)
     if gguf_type in ("Q4_K", "Q5_K"):
         d, dmin = _f16(b[..., 0:2]), _f16(b[..., 2:4])
         sc, mn = _k_scale_min(b[..., 4:16])                                                      # (n, S, 8)
@@ -148,10 +149,10 @@ def carry(raw: np.ndarray, gguf_type: str, shape: tuple[int, int]) -> Carried:
         qs = b[..., -128:].reshape(n, -1, 4, 1, 32) >> np.array([0, 4], np.uint8).reshape(1, 1, 1, 2, 1)
         codes = (qs & 0x0F).reshape(n, -1, 32)                                                   # (n, S·8, 32)
         if gguf_type == "Q4_K":
-            return _with_min(codes, scales, mins, 4, shape, gguf_type)
+            return _with_min(codes, scales, mins, bits=4, shape=shape, gguf_type=gguf_type)
         qh = b[..., 16:48].reshape(n, -1, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)
         codes = codes | ((qh & 1).reshape(n, -1, 32) << 4)
-        return _with_min(codes, scales, mins, 5, shape, gguf_type)
+        return _with_min(codes, scales, mins, bits=5, shape=shape, gguf_type=gguf_type)
     raise ValueError(f"GGUF type {gguf_type} is not carried exactly")
 
 

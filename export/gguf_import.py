@@ -209,7 +209,7 @@ class GgufCheckpoint:
         t = self._t(name)
         if t.gguf_type not in CARRIED or len(t.shape) != 2:
             return None
-        c = carry(t.raw, t.gguf_type, t.shape)
+        c = carry(t.raw, t.gguf_type, shape=t.shape)
         return c if t.rows is None else take_rows(c, t.rows)
 
     def gguf_types(self) -> dict[str, list[str]]:
@@ -255,7 +255,7 @@ def _f32(v) -> float:
     return float(str(np.float32(v)))
 
 
-def hf_config(meta: dict, path: Path, tied: bool) -> dict:
+def hf_config(meta: dict, path: Path, *, tied: bool) -> dict:
     """GGUF metadata -> the config.json keys the family registry reads."""
     arch = _need(meta, "general.architecture", path)
     if arch not in ARCHS:
@@ -295,7 +295,7 @@ def hf_config(meta: dict, path: Path, tied: bool) -> dict:
     return cfg
 
 
-def _tensors(readers, path: Path, cfg: dict, arch: GgufArch) -> dict[str, GgufTensor]:
+def _tensors(readers, path: Path, *, cfg: dict, arch: GgufArch) -> dict[str, GgufTensor]:
     out: dict[str, GgufTensor] = {}
     for r in readers:
         for t in r.tensors:
@@ -331,8 +331,8 @@ def open_gguf(path: Path) -> GgufCheckpoint:
         raise CheckpointError(f"{path}: {e}") from None
     arch = ARCHS.get(meta.get("general.architecture"))
     tied = not any(t.name == "output.weight" for r in readers for t in r.tensors)
-    cfg = hf_config(meta, path, tied)
-    tensors = _tensors(readers, path, cfg, arch)
+    cfg = hf_config(meta, path, tied=tied)
+    tensors = _tensors(readers, path, cfg=cfg, arch=arch)
     meta_dir = Path(tempfile.mkdtemp(prefix="edge-llm-gguf-"))
     try:
         write_tokenizer(meta, meta_dir, source=path)

@@ -46,7 +46,7 @@ def _added_tokens(tk, tokens: list[str], types: list[int]) -> list[str]:
     return special
 
 
-def _bos_post_processor(tk, bos: str | None, bos_id: int | None, add_bos: bool, fallback):
+def _bos_post_processor(bos: str | None, bos_id: int | None, *, add_bos: bool, fallback):
     from tokenizers import processors
     if add_bos and bos is not None:
         return processors.TemplateProcessing(single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
@@ -71,7 +71,7 @@ def gpt2_tokenizer(meta: dict, source: Path):
     return tk, tokens, processors.ByteLevel(trim_offsets=False)
 
 
-def _score_merges(tokens: list[str], scores: list[float], usable: set[str]) -> list[tuple[str, str]]:
+def _score_merges(tokens: list[str], scores: list[float], *, usable: set[str]) -> list[tuple[str, str]]:
     """Every split of a piece into two vocabulary pieces, ranked by the piece's score (higher first)."""
     rank = {t: i for i, t in enumerate(tokens)}
     found = []
@@ -92,7 +92,7 @@ def llama_tokenizer(meta: dict, source: Path):
     usable = {t for t, ty in zip(tokens, types) if ty in (1, 4)}        # normal and user pieces merge
     unk_id = meta.get("tokenizer.ggml.unknown_token_id")
     unk = tokens[int(unk_id)] if unk_id is not None else None
-    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=_score_merges(tokens, scores, usable),
+    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=_score_merges(tokens, scores, usable=usable),
                               unk_token=unk, fuse_unk=True, byte_fallback=True))
     prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
     # llama.cpp puts the space prefix before every text fragment after a special token (and the first one),
@@ -134,8 +134,8 @@ def write_tokenizer(meta: dict, folder: Path, *, source: Path) -> None:
         return tokens[int(i)]
     bos_id = meta.get("tokenizer.ggml.bos_token_id")
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", ADD_BOS_DEFAULT[kind]))
-    post = _bos_post_processor(tk, piece("tokenizer.ggml.bos_token_id"), None if bos_id is None else int(bos_id),
-                               add_bos, fallback)
+    post = _bos_post_processor(piece("tokenizer.ggml.bos_token_id"), None if bos_id is None else int(bos_id),
+                               add_bos=add_bos, fallback=fallback)
     if post is not None:
         tk.post_processor = post
     tk.save(str(folder / "tokenizer.json"))

@@ -23,7 +23,7 @@ def permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def block_bytes(rng, qtype: str, rows: int, k: int, scale: float = 0.05) -> np.ndarray:
+def block_bytes(rng, qtype: str, *, rows: int, k: int, scale: float = 0.05) -> np.ndarray:
     """(rows, row bytes) uint8 of a `qtype` tensor of (rows, k) values."""
     import gguf
     from gguf.quants import quantize
@@ -127,9 +127,9 @@ def write_tiny(path: Path, spec: TinyGguf, *, skip_keys: tuple[str, ...] = (), s
         w.add_logit_scale(HIDDEN / 64)
     permuted = spec.arch in ("llama", "minicpm")
 
-    def tensor(name, short, rows, k, scale=0.05, heads=None):
+    def tensor(name, short, rows, k, *, scale=0.05, heads=None):
         qtype = spec.types.get(short, spec.default)
-        raw = block_bytes(rng, qtype, rows, k, scale)
+        raw = block_bytes(rng, qtype, rows=rows, k=k, scale=scale)
         if permuted and heads:
             raw = permute(raw, heads)
         raw_dtype = None if qtype in ("F32", "F16") else getattr(gguf.GGMLQuantizationType, qtype)

@@ -27,9 +27,9 @@ def test_block_formats_carry_exactly(qtype):
     a 6-bit (4+2) form splits into parts whose sum is the same tensor."""
     from gguf_helpers import block_bytes
     from edge_llm.export.quant import dequantize
-    raw = block_bytes(np.random.default_rng(1), qtype, 8, 512)
+    raw = block_bytes(np.random.default_rng(1), qtype, rows=8, k=512)
     want = gguf.quants.dequantize(raw, getattr(gguf.GGMLQuantizationType, qtype)).reshape(8, 512)
-    c = carry(raw, qtype, (8, 512))
+    c = carry(raw, qtype, shape=(8, 512))
     got = dequantize_carried(c)
     bad = np.argwhere(got != want)
     assert bad.size == 0, f"{qtype}: first differing value at (row, col) {tuple(bad[0])}: {got[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
@@ -227,14 +227,14 @@ def test_min_formats_are_centred_where_exact():
     def block(d, m):
         return np.concatenate([np.array([d], np.float16).view(np.uint8), np.array([m], np.float16).view(np.uint8), qs])
     even = np.stack([block(0.0625, -0.5), block(0.125, 1.0)])[None].reshape(1, -1)
-    c = carry(even, "Q4_1", (1, 64))
+    c = carry(even, "Q4_1", shape=(1, 64))
     assert c.q.zero_points is None and c.mins.tolist() == [[0.0, 2.0]]
     odd = np.stack([block(0.0625, -0.5), block(6e-8, 1024.0)])[None].reshape(1, -1)   # 1024 + 8·6e-8: inexact
-    c = carry(odd, "Q4_1", (1, 64))
+    c = carry(odd, "Q4_1", shape=(1, 64))
     assert unpack_zero_points(c.q).tolist() == [[8, 0]]
     for raw in (even, odd):
         want = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q4_1).reshape(1, 64)
-        np.testing.assert_array_equal(dequantize_carried(carry(raw, "Q4_1", (1, 64))), want)
+        np.testing.assert_array_equal(dequantize_carried(carry(raw, "Q4_1", shape=(1, 64))), want)
 
 
 @pytest.mark.parametrize("arch, permuted", [("llama", True), ("minicpm", True), ("qwen2", False)])
@@ -262,10 +262,10 @@ def test_packed_tensors_of_different_forms_stay_exact():
     minimums: the implicit zero point and a zero minimum are made explicit, the stack dequantizes as before."""
     from gguf_helpers import block_bytes
     from edge_llm.export.gguf_blocks import concat
-    a = carry(block_bytes(np.random.default_rng(2), "Q4_0", 3, 64), "Q4_0", (3, 64))
+    a = carry(block_bytes(np.random.default_rng(2), "Q4_0", rows=3, k=64), "Q4_0", shape=(3, 64))
     qs = np.arange(16, dtype=np.uint8)
     odd = np.concatenate([np.array([6e-8, 1024.0], np.float16).view(np.uint8), qs])     # centring inexact: zp 0
-    b = carry(np.tile(odd, (2, 2)), "Q4_1", (2, 64))
+    b = carry(np.tile(odd, (2, 2)), "Q4_1", shape=(2, 64))
     assert b.q.zero_points is not None and a.q.zero_points is None and a.mins is None
     for parts in ([a, b], [b, a]):
         c = concat(parts)
