@@ -165,7 +165,9 @@ BLOCK_SIZES = ("16", "32", "64", "128", "256")
               help="Longest context the package serves (default: the model's, capped at 32768).")
 def export_cmd(checkpoint_dir, output, precision, recipe_name, bpw, block_size, asymmetric, accuracy_level, calibration,
                target, force, no_validate, kv_dtype, context_length):
-    """Export a Hugging Face checkpoint folder (Llama, Mistral, Qwen2, Qwen3, MiniCPM) to an int4 ONNX package."""
+    """Export a Hugging Face checkpoint folder (Llama, Mistral, Qwen2, Qwen3, MiniCPM) or a GGUF file to an int4
+    ONNX package. A GGUF's Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K tensors are carried exactly; the recipe
+    quantizes its float tensors."""
     block_size = int(block_size) if block_size else None
     if target == "arm" and block_size and block_size > 128:
         raise click.BadParameter(f"{block_size} with --target arm: the ARM int4 kernels take blocks of at most 128",

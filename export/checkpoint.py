@@ -378,6 +378,15 @@ class Checkpoint:
         self.weights_bytes = sum(p.stat().st_size for p in self.weight_files)
         self._sha256: str | None = None
 
+    @property
+    def meta_dir(self) -> Path:
+        """Where the tokenizer and generation files are: the folder itself (a GGUF rebuilds them elsewhere)."""
+        return self.path
+
+    def carried(self, name: str):
+        """Safetensors weights are floats: every tensor goes through the recipe's quantizer."""
+        return None
+
     def names(self) -> list[str]:
         return sorted(self._index)
 

@@ -84,6 +84,14 @@ def summary(r: ExportResult) -> str:
     if weights and q["precision"] == "int4":
         target = f" (budget {q['bpw']:g})" if q.get("bpw") else ""
         lines.append(f"  bits/weight {weights * 8 / params:.2f}{target}: {_mb(weights)} of weights for {params:,} parameters")
+    g = q.get("gguf")
+    if g:
+        lines.append(f"  gguf        {g['gguf_bits_per_weight']:.2f} bits/weight in the GGUF, "
+                     f"{g['package_bits_per_weight']:.2f} in the package ({q['scale_dtype']} scales)")
+        for ty, t in g["types"].items():
+            lines.append(f"    {ty:<6} {t['tensors']:>4} tensors  {t['carried']}")
+        if g.get("note"):
+            lines.append(f"  {g['note']}")
     if r.worst_tensor:
         w = r.worst_tensor
         lines.append(f"  worst tensor {w['tensor']}: relative RMS error {w['rel_rms_error']:.4f}, "

@@ -29,6 +29,7 @@ from edge_llm.errors import ExportError
 from edge_llm.manifest import IOSpec
 
 from .families import DecoderConfig
+from .gguf_blocks import Carried, concat, dequantize_carried, scaled
 from .onnx_writer import GraphBuilder
 from .quant import QTensor, dequantize, pack_bits, quantize, split_6bit, unpack_bits
 from .recipe import Recipe
@@ -47,6 +48,7 @@ class TablePlan:
     nb: int = 0
     bits: int = 0
     parts: list = field(default_factory=list)   # [(prefix, kernel bits, initializer names)] as _part_names
+    mins: str | None = None        # a carried GGUF table's per-block minimums: a float32 (V, nb) tensor
 
 
 class QuantReport:
@@ -56,9 +58,12 @@ class QuantReport:
         self.rows: list[dict] = []
 
     def add(self, name: str, w: np.ndarray, q: QTensor) -> None:
-        err = dequantize(q) - w
+        self.add_values(name, w, dequantize(q), q.block_size)
+
+    def add_values(self, name: str, w: np.ndarray, stored: np.ndarray, block_size: int) -> None:
+        err = stored - w
         rms = float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) or 1.0
-        self.rows.append({"tensor": name, "shape": list(w.shape), "block_size": q.block_size,
+        self.rows.append({"tensor": name, "shape": list(w.shape), "block_size": block_size,
                           "max_abs_error": float(np.abs(err).max()),
                           "rel_rms_error": float(np.sqrt(np.mean(err.astype(np.float64) ** 2)) / rms)})
 
@@ -73,8 +78,13 @@ class DecoderGraph:
     def __init__(self, cfg: DecoderConfig, recipe: Recipe, g: GraphBuilder, *,
                  get: Callable[[str], np.ndarray], context_length: int | None = None, kv_dtype: str = "float32",
                  calibrator=None, importance: dict[str, np.ndarray] | None = None,
-                 progress: Callable[[str], None] = lambda name: None):
+                 progress: Callable[[str], None] = lambda name: None,
+                 carried: Callable[[str], Carried | None] = lambda name: None):
         self.cfg, self.recipe, self.g, self.get = cfg, recipe, g, get
+        # a GGUF's quantized tensors exactly as stored (export/gguf_blocks.py); None: quantize get(name)
+        self.carried = carried
+        self._is_carried: dict[str, bool] = {}
+        self._block_sums: dict[tuple[str, int], str] = {}
         if kv_dtype not in KV_TYPES:
             raise ValueError(f"kv dtype {kv_dtype!r}: expected one of {', '.join(KV_TYPES)}")
         self.kv_dtype = kv_dtype
@@ -152,7 +162,55 @@ class DecoderGraph:
         stored = "+".join(n.replace(".weight", ".bias") for n in names)
         return self.g.op1("Add", [y, self.g.weight(stored, b)], f"{path}/Add")
 
+    def _carries(self, name: str) -> bool:
+        if name not in self._is_carried:
+            self._is_carried[name] = self.recipe.precision != "fp32" and self.carried(name) is not None
+        return self._is_carried[name]
+
+    def _carried_matmul(self, x: str, names: list[str], path: str, *, scale: float) -> str:
+        """A GGUF tensor (or packed group) on MatMulNBits as stored, plus its min term where it has one:
+
+            x ─ MatMulNBits(codes, d[, zp]) [+ the 2-bit part] ─────────────────┐
+              └ Reshape(…, nb, bs) ─ ReduceSum ─ MatMul(mins^T: (nb, N)) ───────┴ Add
+        """
+        c = concat([self.carried(n) for n in names])
+        if scale != 1.0:
+            c = scaled(c, scale)
+        stored = names[0] if len(names) == 1 else "+".join(names)
+        for n in names:
+            self.progress(n)
+        w = np.concatenate([self.get(n) for n in names], axis=0) * np.float32(scale)
+        self.report.add_values(stored, w, dequantize_carried(c), c.q.block_size)
+        n_out, k = c.q.shape
+        parts, kinds = self._store_q(stored, c.q)
+        y = self._matmul_parts(self._cast(x, f"{path}/Cast", TensorProto.FLOAT16), parts, kinds, path, k=k, n=n_out,
+                               block=c.q.block_size)
+        y = self._cast(y, f"{path}/Cast_out", TensorProto.FLOAT)
+        if c.mins is None:
+            return y
+        mins = self._mins_weight(f"{stored}.mins", np.ascontiguousarray(c.mins.T), path=path)   # (nb, N)
+        m = self.g.op1("MatMul", [self._block_sum(x, block=c.q.block_size, k=k, path=path), mins], f"{path}/mins/MatMul")
+        return self.g.op1("Add", [y, m], f"{path}/mins/Add")
+
+    def _mins_weight(self, name: str, mins: np.ndarray, *, path: str) -> str:
+        """Block minimums as float32 for the graph; stored as float16 when that is exact (Q4_1/Q5_1's m is a
+        float16; Q4_K's dmin·m may not be), the Cast folded by onnxruntime at load."""
+        half = mins.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), mins):
+            return self.g.weight(name, mins)
+        return self.g.op1("Cast", [self.g.weight(name, half)], f"{path}/mins/Cast", to=TensorProto.FLOAT)
+
+    def _block_sum(self, x: str, *, block: int, k: int, path: str) -> str:
+        """(B, S, K) -> (B, S, K/block): Σ of x over each block, shared by the matmuls that read x."""
+        if (x, block) not in self._block_sums:
+            r = self.g.op1("Reshape", [x, self.g.const([0, 0, k // block, block])], f"{path}/block_sum/Reshape")
+            self._block_sums[(x, block)] = self.g.op1("ReduceSum", [r, self.g.const([-1])],
+                                                      f"{path}/block_sum/ReduceSum", keepdims=0)
+        return self._block_sums[(x, block)]
+
     def _matmul(self, x: str, names: list[str], path: str, *, scale: float) -> str:
+        if all(self._carries(n) for n in names):
+            return self._carried_matmul(x, names, path, scale=scale)
         w = np.concatenate([self.get(n) for n in names], axis=0) if len(names) > 1 else self.get(names[0])
         if scale != 1.0:
             w = w * np.float32(scale)
@@ -277,6 +335,12 @@ class DecoderGraph:
         cfg, r = self.cfg, self.recipe
         if r.precision == "fp32":
             return TablePlan(name, method)
+        if self._carries(name):
+            c = self.carried(name)
+            q = c.q
+            mins = None if c.mins is None else self._mins_weight(f"{name}.mins", c.mins, path=f"/tables/{name}")
+            return TablePlan(name, method, q.block_size, q.scales.shape[1], q.bits,
+                             self._part_names(name, q.bits, q.zero_points is not None), mins=mins)
         block = r.table_block_for(name, cfg.hidden_size)
         bits = r.bits_for(name, bits)
         asym = not r.symmetric and bits != 8
@@ -295,7 +359,12 @@ class DecoderGraph:
         if self.recipe.precision == "fp32":
             g.weight(name, w)
             return
-        q = self._quantize(name, w, plan.block, method=plan.method, hf_name=name, bits=plan.bits)
+        if self._carries(name):
+            c = self.carried(name)
+            q = c.q
+            self.report.add_values(name, w, dequantize_carried(c), q.block_size)
+        else:
+            q = self._quantize(name, w, plan.block, method=plan.method, hf_name=name, bits=plan.bits)
         self._store_q(name, q)
         if not gather:
             return
@@ -330,13 +399,19 @@ class DecoderGraph:
                 rows.append(g.op1("GatherBlockQuantized", gbq_in, f"{path}/GatherBlockQuantized", domain=MS,
                                   bits=bits, block_size=bs, gather_axis=0, quantize_axis=2))   # (B, S, nb, bs)
             x = rows[0] if len(rows) == 1 else g.op1("Add", rows, "/model/embed_tokens/Add_parts")
+            if table.mins:     # + each block's minimum: (B, S, nb) -> (B, S, nb, 1), broadcast over the block
+                x = self._cast(x, "/model/embed_tokens/Cast", TensorProto.FLOAT)
+                m = g.op1("Gather", [table.mins, ids], "/model/embed_tokens/mins/Gather", axis=0)
+                m = g.op1("Unsqueeze", [m, g.const([-1])], "/model/embed_tokens/mins/Unsqueeze")
+                x = g.op1("Add", [x, m], "/model/embed_tokens/mins/Add")
             shape = g.op1("Concat", [g.op1("Slice", [g.op1("Shape", [ids], "/model/embed_tokens/Shape"), g.const([0]), g.const([2])],
                                            "/model/embed_tokens/Slice"), g.const([nb * bs])],
                           "/model/embed_tokens/Concat", axis=0)
             x = g.op1("Reshape", [x, shape], "/model/embed_tokens/Reshape")
             if nb * bs != cfg.hidden_size:
                 x = g.op1("Slice", [x, g.const([0]), g.const([cfg.hidden_size]), g.const([2])], "/model/embed_tokens/Trim")
-            x = self._cast(x, "/model/embed_tokens/Cast", TensorProto.FLOAT)
+            if not table.mins:
+                x = self._cast(x, "/model/embed_tokens/Cast", TensorProto.FLOAT)
         if cfg.embedding_scale == 1.0:
             return x
         return g.op1("Mul", [x, g.const(cfg.embedding_scale, np.float32)], "/model/embed_tokens/scale/Mul")
@@ -387,7 +462,7 @@ class DecoderGraph:
         """Linears that share an input: one packed matmul ([y]) when the recipe quantizes them alike, else one
         per run of alike neighbours, split back per name (e.g. q|k packed, v_proj 8-bit apart: [q, k, v])."""
         r, k = self.recipe, self.cfg.hidden_size          # every caller's input is the hidden state
-        key = lambda n: None if r.precision == "fp32" else (r.bits_for(n), r.block_for(n, k))
+        key = lambda n: None if r.precision == "fp32" else (r.bits_for(n), r.block_for(n, k), self._carries(n))
         runs: list[list[int]] = []
         for j, n in enumerate(names):
             if runs and key(names[runs[-1][0]]) == key(n):
@@ -455,7 +530,13 @@ class DecoderGraph:
         if self.recipe.precision == "fp32":
             wt = g.op1("Transpose", [head.name], "/lm_head/Transpose", perm=[1, 0])
             return g.op1("MatMul", [h, wt], "/lm_head/MatMul")
-        h = self._cast(h, "/lm_head/Cast", TensorProto.FLOAT16)
+        h32, h = h, self._cast(h, "/lm_head/Cast", TensorProto.FLOAT16)
         y = self._matmul_parts(h, [inits for _, _, inits in head.parts], [b for _, b, _ in head.parts], "/lm_head",
                                k=cfg.hidden_size, n=cfg.vocab_size, block=head.block)
-        return self._cast(y, "/lm_head/Cast_out", TensorProto.FLOAT)
+        y = self._cast(y, "/lm_head/Cast_out", TensorProto.FLOAT)
+        if head.mins:
+            mins = g.op1("Transpose", [head.mins], "/lm_head/mins/Transpose", perm=[1, 0])   # (nb, V)
+            m = g.op1("MatMul", [self._block_sum(h32, block=head.block, k=cfg.hidden_size, path="/lm_head"), mins],
+                      "/lm_head/mins/MatMul")
+            y = g.op1("Add", [y, m], "/lm_head/mins/Add")
+        return y

@@ -15,7 +15,7 @@ from edge_llm import __version__
 from edge_llm.errors import CheckpointError, ExportError
 from edge_llm.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, file_entry
 
-from .checkpoint import open_checkpoint
+from .checkpoint import Checkpoint, open_checkpoint
 from .decoder import IO, DecoderGraph
 from .families import DecoderConfig, Family, family_for
 from .families.tensors import CanonicalTensors
@@ -59,6 +59,16 @@ def check_tensors(ckpt, cfg: DecoderConfig) -> None:
                                   f"config.json implies {shape}")
 
 
+def _open_source(src: Path):
+    """A Hugging Face folder, or a GGUF file (export/gguf_import.py) read through the same interface."""
+    if src.is_dir():
+        return open_checkpoint(src)
+    if src.is_file():
+        from .gguf_import import open_gguf
+        return open_gguf(src)
+    raise CheckpointError(f"{src}: checkpoint folder or .gguf file not found")
+
+
 def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force: bool = False,
                       validate: bool = True, context_length: int | None = None, kv_dtype: str = "float32",
                       progress: Callable[[str, int, int], None] | None = None, bpw: float | None = None) -> ExportResult:
@@ -67,10 +77,14 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
     if bpw is not None:
         recipe = recipe.with_budget(bpw)
     t0 = time.perf_counter()
-    if not src.is_dir():
-        raise CheckpointError(f"{src}: checkpoint folder not found")
-    with open_checkpoint(src) as ckpt:
-        family, cfg = family_for(ckpt.config, source=str(src / "config.json"))
+    with _open_source(src) as ckpt:
+        meta = ckpt.meta_dir          # tokenizer and generation files: the folder, or rebuilt from a GGUF
+        gguf = None
+        if not isinstance(ckpt, Checkpoint):
+            from .gguf_import import carriage_report, carried_recipe, requantized_note
+            recipe = carried_recipe(ckpt, recipe)
+            gguf = {**carriage_report(ckpt, recipe), "note": requantized_note(ckpt, recipe)}
+        family, cfg = family_for(ckpt.config, source=str(src if gguf else src / "config.json"))
         ckpt = CanonicalTensors(ckpt, family, cfg)      # every reader below sees the canonical names
         check_tensors(ckpt, cfg)
         ctx = context_length or min(cfg.max_position_embeddings, MAX_DEFAULT_CONTEXT)
@@ -86,8 +100,8 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
             if progress:
                 progress(name, min(done[0], n_tensors), n_tensors)
 
-        tok, tokenizer = tokenizer_spec(src, cfg)
-        chat = chat_spec(src, family, tokenizer, tok)
+        tok, tokenizer = tokenizer_spec(meta, cfg)
+        chat = chat_spec(meta, family, tokenizer, tok)
         with atomic_folder(out, force=force, source=src) as tmp:
             calibrator, importance = None, {}
             if recipe.needs_calibration:
@@ -106,16 +120,20 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
             writer = ExternalDataWriter(tmp, DATA_FILE)
             try:
                 graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx, kv_dtype=kv_dtype,
-                                     calibrator=calibrator, importance=importance, progress=on_tensor)
+                                     calibrator=calibrator, importance=importance, progress=on_tensor,
+                                     carried=ckpt.carried)
                 model = graph.build()
             finally:
                 writer.close()
             onnx.save_model(model, str(tmp / MODEL_FILE))
             for name in COPIED:
-                if (src / name).is_file():
-                    shutil.copyfile(src / name, tmp / name)
+                if (meta / name).is_file():
+                    shutil.copyfile(meta / name, tmp / name)
             manifest = build_manifest(cfg, family, recipe, tok, chat, src=src, ckpt=ckpt, report=graph.report,
                                       context_length=ctx, kv_dtype=kv_dtype, folder=tmp)
+            if gguf:
+                gguf["package_bits_per_weight"] = round(writer.nbytes * 8 / parameter_count(cfg), 4)
+                manifest["quantization"]["gguf"] = gguf
             (tmp / "genai_config.json").write_text(json.dumps(genai_config(cfg, family, tok, ctx), indent=2))
             _write_manifest(tmp, manifest)
             if validate:
@@ -139,8 +157,8 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
 def build_manifest(cfg: DecoderConfig, family: Family, recipe: Recipe, tok: dict, chat: dict | None, *, src: Path,
                    ckpt, report, context_length: int, kv_dtype: str, folder: Path) -> dict:
     gen = {}
-    if (src / "generation_config.json").is_file():
-        gen = json.loads((src / "generation_config.json").read_text(encoding="utf-8"))
+    if (ckpt.meta_dir / "generation_config.json").is_file():
+        gen = json.loads((ckpt.meta_dir / "generation_config.json").read_text(encoding="utf-8"))
     files = {"model": MODEL_FILE, "weights": DATA_FILE, "tokenizer": tok["file"]}
     return {
         "format": FORMAT,
