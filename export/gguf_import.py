@@ -82,7 +82,7 @@ def _reader(path: Path):
         from gguf.gguf_reader import GGUFReader
     except ImportError:
         raise CheckpointError(f"{path}: reading GGUF files needs the gguf package "
-                              f"(pip install 'edge-llm[gguf]')") from None
+                              f"(pip install -e '.[gguf]' in the edge-llm checkout)") from None
 
     size = path.stat().st_size
 

@@ -142,3 +142,7 @@ RECIPES = {
     "fp32": Recipe(precision="fp32"),
 }
 DEFAULT_RECIPE = "clip-asym-b128-f16"
+# Budget presets: `--recipe bpw6.1` is `--bpw 6.1` on the default recipe (README, "Quantization quality"):
+# each sits at one of llama.cpp's sizes (Q4_0 --pure, Q4_0, Q4_K_M, Q8_0) with its measured quality.
+PRESET_BUDGETS = {"bpw4.5": 4.5, "bpw5.3": 5.3, "bpw6.1": 6.1, "bpw8.5": 8.5}
+RECIPES.update({name: RECIPES[DEFAULT_RECIPE].with_budget(b) for name, b in PRESET_BUDGETS.items()})
