@@ -20,7 +20,7 @@ import numpy as np
 from edge_llm.export.exporter import export_checkpoint
 from edge_llm.export.families import family_for
 from edge_llm.export.gguf_import import open_gguf
-from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES
+from edge_llm.export.recipe import BASE_RECIPE, RECIPES
 from edge_llm.export.reference import forward
 from edge_llm.session import ModelSession
 from edge_llm.tokenizer import Tokenizer
@@ -53,7 +53,7 @@ def main() -> None:
     pkgs = {}
     for name, level in (("fp32-activations", 1), ("default-int8-activations", 4)):
         pkgs[name] = a.out / name
-        r = export_checkpoint(a.gguf, pkgs[name], recipe=replace(RECIPES[DEFAULT_RECIPE], accuracy_level=level),
+        r = export_checkpoint(a.gguf, pkgs[name], recipe=replace(RECIPES[BASE_RECIPE], accuracy_level=level),
                               force=True, validate=False)
         print(name, "package", r.package_bytes, "bytes; bits/weight", r.manifest["quantization"]["gguf"], flush=True)
     sessions = {k: ModelSession(p, threads=2) for k, p in pkgs.items()}

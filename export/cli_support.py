@@ -7,7 +7,7 @@ from pathlib import Path
 from edge_llm.errors import ExportError
 
 from .exporter import ExportResult, export_checkpoint
-from .recipe import DEFAULT_RECIPE, RECIPES, Recipe
+from .recipe import BASE_RECIPE, DEFAULT_RECIPE, RECIPES, Recipe
 
 
 def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetric=None, accuracy_level=None,
@@ -16,6 +16,8 @@ def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetr
         return RECIPES["fp32"]
     if recipe_name is not None and recipe_name not in RECIPES:
         raise ExportError(f"unknown recipe '{recipe_name}'; known: {', '.join(RECIPES)}")
+    if recipe_name is None and bpw is None and block_size is not None:
+        recipe_name = BASE_RECIPE       # a block size asked for: one uniform layout, not a planned mix
     r = RECIPES[recipe_name or DEFAULT_RECIPE]
     changes = {}
     if block_size is not None:
@@ -44,6 +46,8 @@ def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetr
 
 def run_export(src: Path, out: Path, *, precision, recipe_name, block_size, asymmetric, accuracy_level, calibration,
                target, force, validate, progress, kv_dtype="float32", context_length=None, bpw=None) -> str:
+    if recipe_name is None and bpw is None and Path(src).is_file():
+        recipe_name = BASE_RECIPE       # a GGUF: its quantized tensors are carried; --bpw only when asked
     recipe = make_recipe(precision=precision, recipe_name=recipe_name, block_size=block_size, asymmetric=asymmetric,
                          accuracy_level=accuracy_level, calibration=calibration, target=target, bpw=bpw)
     result = export_checkpoint(src, out, recipe=recipe, force=force, validate=validate, progress=progress,

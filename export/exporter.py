@@ -112,11 +112,12 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
                     calibrator = Calibrator(cfg, ckpt.load, ids)
                 if recipe.importance:
                     importance = collect_importance(cfg, ckpt.load, ids)
-            if recipe.bpw is not None and not recipe.tensors and recipe.precision == "int4":
+            if recipe.planned:
                 from .budget import plan_budget
                 probe = None if not recipe.needs_calibration else ids[:SENSITIVITY_SEQS, :SENSITIVITY_LEN]
                 plan = plan_budget(cfg, ckpt.load, recipe, recipe.bpw, importance, parameter_count(cfg), ids=probe)
-                recipe = replace(recipe, tensors=plan.tensors())
+                recipe = replace(recipe, tensors=plan.tensors(),
+                                 bpw=recipe.bpw or round(plan.budget_bytes * 8 / plan.parameters, 4))
             writer = ExternalDataWriter(tmp, DATA_FILE)
             try:
                 graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx, kv_dtype=kv_dtype,

@@ -370,6 +370,8 @@ def carried_recipe(ckpt: GgufCheckpoint, recipe):
         kinds = ", ".join(sorted({ckpt.tensors[n].gguf_type for n in pinned}))
         raise ExportError(f"{ckpt.path}: --bpw chooses each tensor's bits, but {len(pinned)} tensors here are already "
                           f"quantized ({kinds}) and are carried as they are; --bpw applies to F32/F16/BF16 GGUFs")
+    if pinned:
+        recipe = replace(recipe, bpw_margin=None)      # the default's margin plans float models only
     half = recipe.scale_dtype == "float16" and recipe.accuracy_level == 4 and _half_exact(ckpt, list(pinned))
     return replace(recipe, scale_dtype="float16" if half else "float32", tensors={**recipe.tensors, **pinned})
 

@@ -32,6 +32,10 @@ class Recipe:
     refine_scale: bool = False       # after the clip search, refit each block's scale by least squares
     tensors: dict = field(default_factory=dict)  # exact weight name -> {"bits", "block_size"}: a --bpw plan; wins
     bpw: float | None = None         # the budget the plan was chosen for (bits per parameter), recorded
+    bpw_margin: float | None = None  # the default's budget: this model's smallest package (every tensor at its
+                                     # fewest bytes) plus this many bits per parameter, planned like --bpw
+    strict_budget: bool = True       # a budget below the model's smallest package is an error (--bpw B); False
+                                     # (the presets and the default): that model takes its smallest package
 
     def __post_init__(self):
         if self.precision not in ("int4", "fp32"):
@@ -111,8 +115,19 @@ class Recipe:
         """This recipe under a --bpw budget: per-tensor bits and blocks planned on importance-weighted error."""
         if not 2.0 <= bpw <= 16.0:
             raise ExportError(f"--bpw {bpw:g}: expected bits per weight between 2 and 16")
-        return replace(self, bpw=float(bpw), importance=True, clip_search=True, refine_scale=True, tensors={},
+        return replace(self, bpw=float(bpw), bpw_margin=None, strict_budget=True, importance=True, clip_search=True, refine_scale=True, tensors={},
                        calibration_seqs=min(self.calibration_seqs, 6))
+
+    def above_smallest(self, margin: float) -> "Recipe":
+        """This recipe planned within its model's smallest package + `margin` bits per parameter: the same
+        plan as --bpw, with a budget every model can take (a 576-wide model's smallest is 4.32, a 2304-wide
+        one's 4.16)."""
+        return replace(self.with_budget(16.0), bpw=None, bpw_margin=float(margin))
+
+    @property
+    def planned(self) -> bool:
+        """Does the exporter plan bits and blocks per tensor (a budget given, no plan yet)?"""
+        return self.precision == "int4" and not self.tensors and (self.bpw is not None or self.bpw_margin is not None)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,8 +156,16 @@ RECIPES = {
                                          overrides={"v_proj": {"bits": 8, "block_size": 128}}),
     "fp32": Recipe(precision="fp32"),
 }
-DEFAULT_RECIPE = "clip-asym-b128-f16"
-# Budget presets: `--recipe bpw6.1` is `--bpw 6.1` on the default recipe (README, "Quantization quality"):
-# each sits at one of llama.cpp's sizes (Q4_0 --pure, Q4_0, Q4_K_M, Q8_0) with its measured quality.
-PRESET_BUDGETS = {"bpw4.5": 4.5, "bpw5.3": 5.3, "bpw6.1": 6.1, "bpw8.5": 8.5}
-RECIPES.update({name: RECIPES[DEFAULT_RECIPE].with_budget(b) for name, b in PRESET_BUDGETS.items()})
+# The uniform recipe every budget plans on: also what a GGUF import's float tensors take, the bundled
+# package's recipe, and the fast export (no sensitivity pass).
+BASE_RECIPE = "clip-asym-b128-f16"
+# Budget presets: `--recipe bpw6.1` is `--bpw 6.1` on the base recipe (README, "Quantization quality"):
+# bpw4.3 keeps the MiniCPM-2B package at least 73% smaller than bf16; the others sit at llama.cpp's sizes
+# (Q4_0 --pure, Q4_0, Q4_K_M, Q8_0), each with its measured quality.
+PRESET_BUDGETS = {"bpw4.3": 4.3, "bpw4.5": 4.5, "bpw5.3": 5.3, "bpw6.1": 6.1, "bpw8.5": 8.5}
+RECIPES.update({name: replace(RECIPES[BASE_RECIPE].with_budget(b), strict_budget=False)
+                for name, b in PRESET_BUDGETS.items()})
+# The default: mostly 4-bit, 0.1 bit a weight above the smallest package spent where the measured
+# sensitivity buys the most (README, "Quantization quality": on the MiniCPM-2B shape 26.6% of bf16).
+RECIPES["q4-plan"] = RECIPES[BASE_RECIPE].above_smallest(0.1)
+DEFAULT_RECIPE = "q4-plan"

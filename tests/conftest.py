@@ -44,12 +44,12 @@ def tiny_fp32(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_int4(tmp_path_factory):
-    """The tiny fixture exported with the default recipe."""
+    """The tiny fixture exported with the base recipe (the bundled package's; the default plans on it)."""
     _require_fixture()
     from edge_llm.export.exporter import export_checkpoint
-    from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES
+    from edge_llm.export.recipe import BASE_RECIPE, RECIPES
     out = tmp_path_factory.mktemp("pkg") / "tiny-int4"
-    export_checkpoint(TINY, out, recipe=RECIPES[DEFAULT_RECIPE])
+    export_checkpoint(TINY, out, recipe=RECIPES[BASE_RECIPE])
     return out
 
 

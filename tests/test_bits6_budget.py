@@ -107,3 +107,32 @@ def test_budget_byte_count_equals_the_stored_arrays(bits, symmetric):
         q = quantize(np.random.default_rng(1).standard_normal((n, k)).astype(np.float32), bits=bits,
                      block_size=block, symmetric=symmetric or bits == 8)      # 8-bit is stored symmetric
         assert stored_bytes(n, k, bits=bits, block=block, symmetric=symmetric or bits == 8) == q.nbytes
+
+
+def test_the_default_plans_a_margin_over_the_smallest_package_and_presets_fit_small_models(tmp_path):
+    """`edge-llm export DIR` plans within the model's smallest package + 0.1 bit a weight (recorded as its
+    bpw; the weight file within it). A preset above what a model can take (this one's smallest package is
+    6 bits a weight) gives its smallest package, where the same explicit --bpw is refused. `--block-size 64`
+    alone asks for one uniform layout (the base recipe at that block), not a plan."""
+    from click.testing import CliRunner
+
+    from edge_llm.cli import main
+    from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES
+    assert RECIPES[DEFAULT_RECIPE].bpw_margin == 0.1
+    run = lambda *a: CliRunner().invoke(main, ["export", str(DATA / "llama"), "-o", *map(str, a)])
+    r = run(tmp_path / "d")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    q, params = m["quantization"], m["model"]["parameters"]
+    assert q["bpw_margin"] == 0.1 and q["tensors"] and 6.0 < q["bpw"] < 6.2
+    assert (tmp_path / "d" / "model.onnx.data").stat().st_size <= q["bpw"] * params / 8
+    r = run(tmp_path / "p", "--recipe", "bpw4.3")
+    assert r.exit_code == 0, r.output
+    q = json.loads((tmp_path / "p" / "manifest.json").read_text())["quantization"]
+    assert {o["bits"] for o in q["tensors"].values()} == {4}        # the smallest: all 4-bit
+    r = run(tmp_path / "e", "--bpw", "4.3")
+    assert r.exit_code == 1 and "is below the smallest package" in r.output
+    r = run(tmp_path / "u", "--block-size", "64")
+    assert r.exit_code == 0, r.output
+    q = json.loads((tmp_path / "u" / "manifest.json").read_text())["quantization"]
+    assert q["bpw"] is None and not q["tensors"] and q["block_size"] == 64

@@ -40,8 +40,8 @@ def test_block_formats_carry_exactly(qtype):
 
 def _export(path: Path, out: Path, *, accuracy_level=1, precision="int4"):
     from edge_llm.export.exporter import export_checkpoint
-    from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES
-    recipe = RECIPES["fp32"] if precision == "fp32" else replace(RECIPES[DEFAULT_RECIPE], accuracy_level=accuracy_level)
+    from edge_llm.export.recipe import BASE_RECIPE, RECIPES
+    recipe = RECIPES["fp32"] if precision == "fp32" else replace(RECIPES[BASE_RECIPE], accuracy_level=accuracy_level)
     return export_checkpoint(path, out, recipe=recipe)
 
 
@@ -318,3 +318,17 @@ def test_fp32_precision_is_the_dequantized_model(tmp_path):
     assert r.manifest["validation"]["max_abs_diff"] < 1e-3
     assert {t["carried"] for ty, t in r.manifest["quantization"]["gguf"]["types"].items() if ty != "F32"} == \
         {"dequantized to float32"}
+
+
+def test_default_export_of_a_quantized_gguf_carries_it_without_a_budget(tmp_path):
+    """The default recipe plans a budget for a Hugging Face folder; a GGUF without --bpw takes the
+    base recipe instead (its tensors are carried), so a plain `edge-llm export q.gguf` works."""
+    from click.testing import CliRunner
+    from edge_llm.cli import main
+    from edge_llm.export.recipe import BASE_RECIPE, DEFAULT_RECIPE, RECIPES
+    assert RECIPES[DEFAULT_RECIPE].planned and not RECIPES[BASE_RECIPE].planned
+    src = write_tiny(tmp_path / "q.gguf", TinyGguf(types=MIX))
+    res = CliRunner().invoke(main, ["export", str(src), "-o", str(tmp_path / "pkg")])
+    assert res.exit_code == 0, res.output
+    q = json.loads((tmp_path / "pkg" / "manifest.json").read_text())["quantization"]
+    assert q["bpw"] is None and q["gguf"]

@@ -43,9 +43,9 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="module")
 def exact_package(smollm2_gguf, tmp_path_factory):
     from edge_llm.export.exporter import export_checkpoint
-    from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES
+    from edge_llm.export.recipe import BASE_RECIPE, RECIPES
     out = tmp_path_factory.mktemp("gguf") / "smollm2-fp32act"
-    export_checkpoint(smollm2_gguf, out, recipe=replace(RECIPES[DEFAULT_RECIPE], accuracy_level=1), validate=False)
+    export_checkpoint(smollm2_gguf, out, recipe=replace(RECIPES[BASE_RECIPE], accuracy_level=1), validate=False)
     return out
 
 

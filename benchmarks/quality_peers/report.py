@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES, Recipe
@@ -21,15 +22,22 @@ def registered_name(r: dict) -> str | None:
     """The registered recipe a package was exported with, matched by its manifest's recipe fields (fields
     a package predates take their defaults), so rows exported under --custom names still find theirs."""
     fields = {k: v for k, v in r.get("recipe", {}).items() if k in Recipe.__dataclass_fields__}
+    if fields.get("bpw") is not None:
+        fields["tensors"] = {}      # a --bpw package records its plan; the preset is the budget before planning
+    if fields.get("bpw_margin") is not None:
+        fields["bpw"] = None        # the default records the budget its margin gave
+    fields["strict_budget"] = True      # --bpw B and --recipe bpwB plan alike
     try:
         recipe = Recipe(**fields)
     except Exception:       # a field value this version refuses: not a registered recipe
         return None
-    return next((name for name, reg in RECIPES.items() if reg == recipe), None)
+    return next((name for name, reg in RECIPES.items() if replace(reg, strict_budget=True) == recipe), None)
 
 
 def describe(q: dict) -> str:
     """Short recipe text for an unregistered point: block, sym/asym, clip, head/override bits, scales."""
+    if q.get("bpw") is not None:
+        return f"`--bpw {q['bpw']:g}` plan on the default recipe"
     parts = [f"b{q.get('block_size')}", "sym" if q.get("symmetric") else "asym"]
     if q.get("clip_search"):
         parts.append("clip")

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from edge_llm.export.families import family_for
-from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES, Recipe
+from edge_llm.export.recipe import BASE_RECIPE, RECIPES, Recipe
 from edge_llm.export.synth import SHAPES
 
 # measured: benchmarks/results/export-2b.md (default recipe, MiniCPM-2B shape)
@@ -73,7 +73,7 @@ def main() -> None:
         name, fields = spec.split("=", 1)
         plans[name] = Recipe(**json.loads(fields))
     cfg = family_for({"architectures": ["MiniCPMForCausalLM"], **SHAPES[args.shape]})[1]
-    base = weight_bytes(cfg, RECIPES[DEFAULT_RECIPE])
+    base = weight_bytes(cfg, RECIPES[BASE_RECIPE])
     print(f"| recipe | {args.shape} weights | package (measured default {PACKAGE_2B_DEFAULT / 1e6:,.1f} MB "
           f"± weights) | % of bf16 | smaller than bf16 |")
     print("|---|---|---|---|---|")
