@@ -37,7 +37,7 @@ def registered_name(r: dict) -> str | None:
 def describe(q: dict) -> str:
     """Short recipe text for an unregistered point: block, sym/asym, clip, head/override bits, scales."""
     if q.get("bpw") is not None:
-        return f"`--bpw {q['bpw']:g}` plan on the default recipe"
+        return f"`--bpw {q['bpw']:g}` plan on the base recipe"
     parts = [f"b{q.get('block_size')}", "sym" if q.get("symmetric") else "asym"]
     if q.get("clip_search"):
         parts.append("clip")
@@ -55,7 +55,7 @@ def describe(q: dict) -> str:
 
 
 def _kl(x: float) -> str:
-    return f"{x:.4f}" if x >= 1e-4 else f"{x:.0e}"
+    return f"{x:.4f}" if x >= 0.01 else f"{x:.6f}" if x >= 1e-5 else f"{x:.0e}"
 
 
 def row(r: dict, label: str) -> str:
@@ -72,10 +72,19 @@ def markdown(data: dict, *, note: str = "") -> str:
     head = ("| format | bytes | % of bf16 | bits/weight | perplexity | Δ ppl | mean KL | KL p99 | top-1 |\n"
             "|---|---|---|---|---|---|---|---|---|")
     text = f"{data['text']}" + (" (documents without CJK characters only)" if data.get("english_only") else "")
-    main, extra, seen = [], [], set()
+    main, extra, plans, seen = [], [], [], set()
     for r in rows:
         if r["kind"] != "edge-llm":
             main.append(row(r, f"llama.cpp {r['name'].removeprefix('llama.cpp ')}"))
+            if "F32" not in r["name"]:
+                plans.append(row(r, f"llama.cpp {r['name'].removeprefix('llama.cpp ')}"))
+            continue
+        if (r.get("recipe") or {}).get("tensors") and (r["recipe"].get("bpw") or r["recipe"].get("bpw_margin")):
+            reg = registered_name(r)
+            acc = r["recipe"].get("accuracy_level", 4)
+            label = (f"edge-llm `--recipe {reg}`" if reg else f"edge-llm `--bpw {r['recipe']['bpw']:g}"
+                     + (f" --accuracy-level {acc}`" if acc != 4 else "`"))
+            plans.append(row(r, f"**{label}** (default)" if reg == DEFAULT_RECIPE else label))
             continue
         if r["name"] == "fp32 (reference)":
             main.append(row(r, "edge-llm fp32 (the reference)"))
@@ -95,6 +104,10 @@ def markdown(data: dict, *, note: str = "") -> str:
     if note:
         out += [note, ""]
     out += ["Registered recipes (`edge-llm export --recipe NAME`) and llama.cpp:", "", head] + main
+    if plans:
+        out += ["", "Per-tensor budget plans (`--bpw B`, `--recipe bpwB`, the default `q4-plan`: bits and block per "
+                "tensor chosen by measured sensitivity; the mix is in each package's manifest) and llama.cpp, by size:",
+                "", head] + plans
     if extra:
         out += ["", "Exploration points (not registered; `export_packages.py --custom`, fields as listed):", "",
                 head.replace("| format |", "| point |")] + extra
@@ -107,7 +120,13 @@ def markdown(data: dict, *, note: str = "") -> str:
                             sorted(r["tensor_types_by_elements"].items(), key=lambda kv: -kv[1]))
             out.append(f"- {r['name']}: {mix}")
     out += ["", "Commands:", ""] + [f"- `{' '.join(c)}`" for c in data.get("commands", [data["command"]])] + [""]
-    return "\n".join(out)
+    return portable("\n".join(out))
+
+
+def portable(text: str) -> str:
+    """A development machine's paths as the README's variables: $WORK (scratch), ../shared, $LLAMACPP."""
+    return (text.replace("/work/shared/", "../shared/").replace("/work/llamacpp/", "$LLAMACPP/")
+            .replace("/work/qp/", "$WORK/"))
 
 
 SAME = ("model", "text", "english_only", "tokens_scored", "window", "llama_kv_cache")
@@ -120,7 +139,8 @@ def merge(runs: list[dict]) -> dict:
     commands = [base["command"]]
     for run in runs[1:]:
         for key in SAME:
-            if run.get(key) != base.get(key):
+            same = (Path(run[key]).name == Path(base[key]).name) if key == "text" else run.get(key) == base.get(key)
+            if not same:       # the text by file name: runs give it relative or absolute
                 raise SystemExit(f"cannot merge: {key} differs ({run.get(key)!r} vs {base.get(key)!r})")
         ppl = next(r["perplexity"] for r in run["rows"] if r["name"] == "fp32 (reference)")
         if abs(ppl - ref_ppl) > 1e-6 * ref_ppl:     # float32 vs float64 log-softmax: ~1e-7
@@ -139,7 +159,7 @@ def main() -> None:
     ap.add_argument("--note", default="")
     args = ap.parse_args()
     data = merge([json.loads(p.read_text()) for p in args.runs])
-    args.out.with_suffix(".json").write_text(json.dumps(data, indent=2))
+    args.out.with_suffix(".json").write_text(portable(json.dumps(data, indent=2)))
     args.out.with_suffix(".md").write_text(markdown(data, note=args.note))
     print(args.out.with_suffix(".md").read_text())
 
