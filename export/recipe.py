@@ -115,8 +115,8 @@ class Recipe:
         """This recipe under a --bpw budget: per-tensor bits and blocks planned on importance-weighted error."""
         if not 2.0 <= bpw <= 16.0:
             raise ExportError(f"--bpw {bpw:g}: expected bits per weight between 2 and 16")
-        return replace(self, bpw=float(bpw), bpw_margin=None, strict_budget=True, importance=True, clip_search=True, refine_scale=True, tensors={},
-                       calibration_seqs=min(self.calibration_seqs, 6))
+        return replace(self, bpw=float(bpw), bpw_margin=None, strict_budget=True, importance=True, clip_search=True,
+                       refine_scale=True, tensors={}, calibration_seqs=min(self.calibration_seqs, 6))
 
     def above_smallest(self, margin: float) -> "Recipe":
         """This recipe planned within its model's smallest package + `margin` bits per parameter: the same
@@ -127,7 +127,8 @@ class Recipe:
     @property
     def planned(self) -> bool:
         """Does the exporter plan bits and blocks per tensor (a budget given, no plan yet)?"""
-        return self.precision == "int4" and not self.tensors and (self.bpw is not None or self.bpw_margin is not None)
+        budget = self.bpw is not None or self.bpw_margin is not None
+        return self.precision == "int4" and not self.tensors and budget
 
     def to_dict(self) -> dict:
         return asdict(self)
