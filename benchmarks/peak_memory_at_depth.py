@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import edge_llm.session as S
-from edge_llm.bench.probes import proc_status_bytes
+from edge_llm.metering.probes import proc_status_bytes
 
 
 def status() -> dict:

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .errors import ContextFullError, EdgeLLMError
-from .generate import TokenRecord, generate_tokens
+from .generate import generate_tokens
+from .records import TokenRecord
 from .sampling import SamplingParams
 from .session import KVCache, ModelSession
 from .speculative import Speculator, parse_speculate

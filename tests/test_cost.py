@@ -2,7 +2,7 @@
 
 import pytest
 
-from edge_llm.bench.cost import (
+from edge_llm.metering.cost import (
     CostInputError, cost_report, electricity_cost_per_mtok, hardware_cost_per_mtok,
     lifetime_tokens, minicpm_phone_example, tokens_per_currency,
 )

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_llm.bench import energy
-from edge_llm.bench.energy import (
+from edge_llm.metering import energy
+from edge_llm.metering.energy import (
     EnergyMeter, PowerModel, counter_delta, default_power_model, find_energy_counters,
 )
 

@@ -3,7 +3,7 @@
 JSON layout (schema "edge-llm-bench", schema_version 1), top level:
 
     schema, schema_version, created, command, interrupted, notes, load_average (start, end)
-    machine        edge_llm.bench.machine.detect_machine()
+    machine        edge_llm.metering.machine.detect_machine()
     package        shape, quantization, sizes on disk, compression vs the source checkpoint
     settings       threads, pp, tg, depths, reps, warmup, bandwidth_mib, seed
     energy         measured or estimated, the power model when estimated, counters used / skipped
@@ -12,7 +12,7 @@ JSON layout (schema "edge-llm-bench", schema_version 1), top level:
                    tests[]: test, kind (pp|tg), n_tokens, depth, warmup_reps[], reps[] (raw figures),
                    tokens_per_s / ttft_ms / itl_ms / energy_per_token / efficiency (derived)
     bandwidth      numpy read bandwidth probe (None when disabled or interrupted before it)
-    cost_example   the MiniCPM phone example recomputed (edge_llm.bench.cost)
+    cost_example   the MiniCPM phone example recomputed (edge_llm.metering.cost)
 
 A report with another schema_version is refused, never half-read.
 """

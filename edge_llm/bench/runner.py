@@ -26,11 +26,11 @@ import numpy as np
 
 from ..errors import EdgeLLMError
 from ..manifest import load_manifest
+from ..metering import cost as cost_mod
+from ..metering.energy import EnergyMeter
+from ..metering.machine import cores_used, detect_machine, threads_per_cluster
+from ..metering.probes import folder_bytes, measure_read_bandwidth, peak_rss_bytes, reset_peak_rss, rss_bytes
 from ..sampling import SamplingParams
-from . import cost as cost_mod
-from .energy import EnergyMeter
-from .machine import cores_used, detect_machine, threads_per_cluster
-from .probes import folder_bytes, measure_read_bandwidth, peak_rss_bytes, reset_peak_rss, rss_bytes
 from .report import SCHEMA, SCHEMA_VERSION
 
 ProgressFn = Callable[[str, int, int], None]

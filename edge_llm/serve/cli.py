@@ -110,7 +110,8 @@ def serve(package_dir, host, port, api_key, model_name, max_tokens, slots, max_q
         raise click.ClickException(f"`edge-llm serve` needs the serve extra: pip install -e '.[serve]' in the "
                                    f"edge-llm checkout ({e.name} is missing)") from None
     from ..api import Model
-    from ..records import DEFAULT_LIFETIME_YEARS, DEFAULT_PRICE_PER_KWH, CostSettings, StepMeter
+    from ..metering.step import StepMeter
+    from ..records import DEFAULT_LIFETIME_YEARS, DEFAULT_PRICE_PER_KWH, CostSettings
     from .engine import Engine
 
     if not is_loopback(host) and not api_key:
