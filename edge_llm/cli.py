@@ -15,10 +15,13 @@ from pathlib import Path
 
 import click
 
-from . import commands
-from .cli_types import Float, Threads, read_stdin_text, unescape
+from .bench.cli import bench
+from .cli_types import (Float, Threads, metrics_log_option, note_context_clamp, read_stdin_text, speculate_option,
+                        unescape)
 from .errors import EdgeLLMError, Terminated
+from .eval_cli import eval_cmd
 from .paths import BUNDLED
+from .serve.cli import serve   # its heavy imports (starlette, uvicorn) happen when it runs
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 70, 130, 141
 
@@ -203,7 +206,6 @@ def synth(shape, output, weight_format, layers, seed):
 
 
 def _sampling_options(f):
-    from .serve.cli import metrics_log_option, speculate_option
     for opt in reversed([
         click.option("-n", "--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
         click.option("--temperature", type=Float(min=0), default=None, help="0 means greedy (default: generation_config)."),
@@ -217,8 +219,8 @@ def _sampling_options(f):
         click.option("-c", "--context", "context_length", type=click.IntRange(min=1), default=None,
                      help="KV cache length (default: the model's)."),
         click.option("--stats", is_flag=True, help="After each reply print tokens, tokens/s, TTFT, energy, cost (stderr)."),
-        metrics_log_option(),   # --metrics-log FILE.jsonl (edge_llm/serve/cli.py)
-        speculate_option(),     # --speculate (edge_llm/serve/cli.py: chat, generate and serve share it)
+        metrics_log_option(),   # --metrics-log FILE.jsonl (cli_types.py: chat, generate and serve share it)
+        speculate_option(),     # --speculate (cli_types.py: chat, generate and serve share it)
     ]):
         f = opt(f)
     return f
@@ -230,14 +232,6 @@ def _load(package_dir, threads, context_length):
     model = Model.load(package_dir or BUNDLED, threads=threads, context_length=context_length, speculate=speculate)
     note_context_clamp(context_length, model)
     return model
-
-
-def note_context_clamp(asked: int | None, model) -> None:
-    """--context past the package's positions is clamped to them (the rotary table and the trained
-    range end there): said once, on stderr."""
-    if asked is not None and asked > model.context_length:
-        click.echo(f"note: --context {asked} is beyond this package's {model.context_length} positions "
-                   f"(export with --context-length to change it); using {model.context_length}", err=True)
 
 
 def _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed):
@@ -285,7 +279,9 @@ def generate(package_dir, prompt, max_new_tokens, temperature, top_k, top_p, min
     print_stream(model.stream(text, params=params, max_new_tokens=max_new_tokens), stats=stats)
 
 
-commands.register(main)
+main.add_command(bench)
+main.add_command(eval_cmd)
+main.add_command(serve)
 
 if __name__ == "__main__":
     main(prog_name="edge-llm")
