@@ -20,6 +20,7 @@ from .cli_types import (Float, Threads, metrics_log_option, note_context_clamp, 
                         unescape)
 from .errors import EdgeLLMError, Terminated
 from .eval_cli import eval_cmd
+from .manifest import KV_DTYPES
 from .paths import BUNDLED
 from .serve.cli import serve   # its heavy imports (starlette, uvicorn) happen when it runs
 
@@ -162,7 +163,7 @@ BLOCK_SIZES = ("16", "32", "64", "128", "256")
               help="'arm' keeps every tensor on onnxruntime's ARM (KleidiAI) fast path (block size <= 128).")
 @click.option("--force", is_flag=True, help="Replace an existing edge-llm package folder (never anything else).")
 @click.option("--no-validate", is_flag=True, help="Skip loading the result and checking it against a reference.")
-@click.option("--kv-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+@click.option("--kv-dtype", type=click.Choice(KV_DTYPES), default="float32", show_default=True,
               help="KV cache type recorded in the package (float16 halves its memory; see README).")
 @click.option("--context-length", type=click.IntRange(min=1), default=None,
               help="Longest context the package serves (default: the model's, capped at 32768).")
@@ -171,10 +172,11 @@ def export_cmd(checkpoint_dir, output, precision, recipe_name, bpw, block_size, 
     """Export a Hugging Face checkpoint folder (Llama, Mistral, Qwen2, Qwen3, MiniCPM) or a GGUF file to an int4
     ONNX package. A GGUF's Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K tensors are carried exactly; the recipe
     quantizes its float tensors."""
+    from .export.recipe import ARM_MAX_BLOCK, arm_block
     block_size = int(block_size) if block_size else None
-    if target == "arm" and block_size and block_size > 128:
-        raise click.BadParameter(f"{block_size} with --target arm: the ARM int4 kernels take blocks of at most 128",
-                                 param_hint="'--block-size'")
+    if target == "arm" and block_size and arm_block(block_size) != block_size:
+        raise click.BadParameter(f"{block_size} with --target arm: the ARM int4 kernels take blocks of at most "
+                                 f"{ARM_MAX_BLOCK}", param_hint="'--block-size'")
     from .export.cli_support import run_export
     progress = Progress("tensors")
     try:

@@ -1,7 +1,8 @@
 """The package manifest: the only contract between the exporter and the runtime.
 
-The exporter writes `manifest.json`; the runtime reads it into the frozen dataclasses below and uses
-their attributes, nothing else about the model. It never branches on architecture: `model.architecture`
+The exporter builds the frozen dataclasses below and writes them (`to_json`); the runtime reads
+`manifest.json` back into the same dataclasses (`load_manifest`) and uses their attributes, nothing
+else about the model: one schema on both sides. It never branches on architecture: `model.architecture`
 and `model.family` are recorded for people and reports only.
 
 Format history: 1 = MiniCPM v1 only, sentencepiece, per-role chat prefixes; 2 = any decoder family,
@@ -21,7 +22,8 @@ from .errors import PackageError
 MANIFEST_NAME = "manifest.json"
 FORMAT = "edge-llm-package"
 FORMAT_VERSION = 2
-KV_ITEMSIZE = {"float32": 4, "float16": 2}
+KV_ITEMSIZE = {"float32": 4, "float16": 2}   # the KV cache types a package may record, and their sizes
+KV_DTYPES = tuple(KV_ITEMSIZE)               # ("float32", "float16"): every check and choice reads this
 SAMPLE_CHUNK = 1 << 20   # bytes hashed at each of the start, middle and end of a file for the cheap check
 
 
@@ -45,7 +47,7 @@ class IOSpec:
 @dataclass(frozen=True)
 class KVSpec:
     layout: str               # "BNSH": (batch, kv heads, sequence, head dim)
-    dtype: str                # "float32" | "float16"
+    dtype: str                # one of KV_DTYPES
     num_layers: int
     num_kv_heads: int
     head_dim: int
@@ -100,6 +102,26 @@ class ChatSpec:
 
 
 @dataclass(frozen=True)
+class AccuracySpec:
+    """The quantization settings that decide how a package computes (speculation acts on them); the
+    rest of `quantization` is the exporter's recipe, recorded for people and reports."""
+    precision: str = "int4"   # "int4" | "fp32"
+    accuracy_level: int = 4   # MatMulNBits: 0/1 float32 activations, 4 int8 activations
+    scale_dtype: str = "float32"   # "float16" scales run the matmuls on float16 activations
+
+    @classmethod
+    def of(cls, quantization: Mapping[str, Any] | None) -> "AccuracySpec":
+        q = quantization or {}
+        return cls(precision=q.get("precision", "int4"), accuracy_level=int(q.get("accuracy_level", 4)),
+                   scale_dtype=q.get("scale_dtype", "float32"))
+
+    @property
+    def float32_throughout(self) -> bool:
+        """fp32 weights, or int4 weights with float32 activations and float32 scales."""
+        return self.precision == "fp32" or (self.accuracy_level <= 1 and self.scale_dtype == "float32")
+
+
+@dataclass(frozen=True)
 class FileEntry:
     name: str
     bytes: int
@@ -131,8 +153,24 @@ class Manifest:
     def sizes(self) -> Mapping[str, Any]:
         return self.data.get("sizes") or {}
 
+    @property
+    def accuracy(self) -> AccuracySpec:
+        return AccuracySpec.of(self.quantization)
+
 
 # ------------------------------------------------------------------------------------------- writing
+def to_json(spec) -> dict:
+    """One section of manifest.json from its dataclass (tuples as lists, mappings as objects): what
+    load_manifest reads back into the same dataclass."""
+    def plain(v):
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return {f.name: plain(getattr(spec, f.name)) for f in fields(spec)}
+
+
 def file_entry(folder: Path, name: str) -> dict:
     """Size and checksums of one package file, as the manifest records them."""
     path = Path(folder) / name
@@ -222,8 +260,11 @@ def load_manifest(package_dir, *, check_files: bool = True) -> Manifest:
         if key in data and not isinstance(data[key], dict) and not (optional and data[key] is None):
             raise PackageError(f"{path}: {key}: expected an object")
     kv = _build(KVSpec, data["kv_cache"], f"{path}: kv_cache")
-    if kv.dtype not in KV_ITEMSIZE:
-        raise PackageError(f"{path}: kv_cache.dtype '{kv.dtype}' is not supported ({', '.join(KV_ITEMSIZE)})")
+    if kv.dtype not in KV_DTYPES:
+        raise PackageError(f"{path}: kv_cache.dtype '{kv.dtype}' is not supported ({', '.join(KV_DTYPES)})")
+    q = data.get("quantization") or {}
+    _build(AccuracySpec, {k: q[k] for k in ("precision", "accuracy_level", "scale_dtype") if k in q},
+           f"{path}: quantization")      # typed as the runtime reads them
     m = Manifest(
         path=folder, format_version=version,
         model=_build(ModelSpec, data["model"], f"{path}: model"),

@@ -7,7 +7,7 @@ from pathlib import Path
 from edge_llm.errors import ExportError
 
 from .exporter import ExportResult, export_checkpoint
-from .recipe import BASE_RECIPE, DEFAULT_RECIPE, RECIPES, Recipe
+from .recipe import ARM_MAX_BLOCK, BASE_RECIPE, DEFAULT_RECIPE, RECIPES, Recipe, arm_block
 
 
 def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetric=None, accuracy_level=None,
@@ -37,9 +37,10 @@ def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetr
         # float32 scales: the KleidiAI path takes float32 activations (float16 ones are another kernel)
         changes["scale_dtype"] = "float32"
         # the recorded block size is the one the graph uses (block_for may lower it further per K)
-        changes["block_size"] = min(block_size or r.block_size, 128)
+        changes["block_size"] = arm_block(block_size or r.block_size)
         if r.head_block_size is not None or "head_block_size" in changes:
-            changes["head_block_size"] = min(changes.get("head_block_size") or r.head_block_size or 128, 128)
+            head = changes.get("head_block_size") or r.head_block_size or ARM_MAX_BLOCK
+            changes["head_block_size"] = arm_block(head)
     r = replace(r, **changes)
     return r if bpw is None else r.with_budget(bpw)
 

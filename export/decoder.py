@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 from dataclasses import asdict, dataclass, field
 
 from edge_llm.errors import ExportError
-from edge_llm.manifest import IOSpec
+from edge_llm.manifest import KV_DTYPES, IOSpec
 
 from .families import DecoderConfig
 from .gguf_blocks import Carried, concat, dequantize_carried, scaled
@@ -35,7 +35,7 @@ from .quant import QTensor, dequantize, pack_bits, quantize, split_6bit, unpack_
 from .recipe import Recipe
 
 MS = "com.microsoft"
-KV_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
+KV_TYPES = {name: helper.np_dtype_to_tensor_dtype(np.dtype(name)) for name in KV_DTYPES}   # the manifest's, in ONNX
 IO = asdict(IOSpec())   # the standard names (onnxruntime-genai's); recorded in the manifest
 
 

@@ -13,7 +13,8 @@ import onnx
 
 from edge_llm import __version__
 from edge_llm.errors import CheckpointError, ExportError
-from edge_llm.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, file_entry
+from edge_llm.manifest import (FORMAT, FORMAT_VERSION, KV_DTYPES, MANIFEST_NAME, IOSpec, KVSpec, ModelSpec, file_entry,
+                               to_json)
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .decoder import IO, DecoderGraph
@@ -88,8 +89,8 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
         ckpt = CanonicalTensors(ckpt, family, cfg)      # every reader below sees the canonical names
         check_tensors(ckpt, cfg)
         ctx = context_length or min(cfg.max_position_embeddings, MAX_DEFAULT_CONTEXT)
-        if kv_dtype not in ("float32", "float16"):
-            raise ExportError(f"kv dtype '{kv_dtype}' is not supported (float32 or float16)")
+        if kv_dtype not in KV_DTYPES:
+            raise ExportError(f"kv dtype '{kv_dtype}' is not supported ({' or '.join(KV_DTYPES)})")
         if not 1 <= ctx <= cfg.max_position_embeddings:
             raise ExportError(f"context length {ctx} is outside 1..{cfg.max_position_embeddings} (the model's maximum)")
         # progress counts the 2-D weights (linear layers and tables), the tensors that take the time
@@ -166,19 +167,19 @@ def build_manifest(cfg: DecoderConfig, family: Family, recipe: Recipe, tok: dict
         "format_version": FORMAT_VERSION,
         "exporter": {"name": "edge-llm", "version": __version__,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        "model": {
-            "architecture": cfg.architecture, "family": family.name,
-            "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
-            "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim, "intermediate_size": cfg.intermediate_size,
-            "vocab_size": cfg.vocab_size, "context_length": context_length,
-            "parameters": parameter_count(cfg),
-            "details": {**cfg.details(), "max_position_embeddings": cfg.max_position_embeddings},
-        },
+        "model": to_json(ModelSpec(
+            architecture=cfg.architecture, family=family.name,
+            hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+            num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, intermediate_size=cfg.intermediate_size,
+            vocab_size=cfg.vocab_size, context_length=context_length,
+            parameters=parameter_count(cfg),
+            details={**cfg.details(), "max_position_embeddings": cfg.max_position_embeddings},
+        )),
         "files": {key: file_entry(folder, name) for key, name in files.items()},
-        "io": dict(IO),
-        "kv_cache": {"layout": "BNSH", "dtype": kv_dtype, "num_layers": cfg.num_layers,
-                     "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
-                     "shared_past_present": True, "max_length": context_length},
+        "io": to_json(IOSpec()),
+        "kv_cache": to_json(KVSpec(layout="BNSH", dtype=kv_dtype, num_layers=cfg.num_layers,
+                                   num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+                                   shared_past_present=True, max_length=context_length)),
         "quantization": {**recipe.to_dict(), "worst_tensor": report.worst(),
                          "mean_rel_rms_error": report.mean()},
         "tokenizer": tok,
