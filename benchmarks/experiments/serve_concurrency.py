@@ -1,6 +1,6 @@
 """Should the server run requests' model steps at the same time (a thread each) or take turns?
 
-    python benchmarks/serve_concurrency.py PACKAGE [--streams 1,2,4] [--tokens 64] [--rounds 3]
+    python benchmarks/experiments/serve_concurrency.py PACKAGE [--streams 1,2,4] [--tokens 64] [--rounds 3]
                                            [--threads N] [--markdown OUT.md]
 
 For each number of streams, aggregate decode tokens/s of
@@ -76,7 +76,7 @@ def main() -> int:
                 got[(mode, n)].append(fn(session, n, a.tokens))
     size = sum(p.stat().st_size for p in a.package.iterdir() if p.is_file()) / 2 ** 20
     lines = ["# Model steps: taking turns vs concurrent threads", "",
-             f"`python benchmarks/serve_concurrency.py {' '.join(sys.argv[1:])}` · package {a.package.name} "
+             f"`python benchmarks/experiments/serve_concurrency.py {' '.join(sys.argv[1:])}` · package {a.package.name} "
              f"({size:.0f} MiB) · {session.threads} intra-op threads · {a.tokens} decode steps per stream · "
              f"median of {a.rounds} interleaved rounds", "",
              "| streams | turns: tok/s (all streams) | threads: tok/s | threads ÷ turns "

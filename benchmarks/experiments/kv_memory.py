@@ -1,6 +1,6 @@
 """Resident memory against context: does it follow package + KV(c)?
 
-    python benchmarks/kv_memory.py PACKAGE [--contexts 0,256,1024,2048,4096] [--markdown OUT.md]
+    python benchmarks/experiments/kv_memory.py PACKAGE [--contexts 0,256,1024,2048,4096] [--markdown OUT.md]
 
 Loads the package, then fills one request's KV cache to each context length in turn (prefill in
 512-token pieces) and reads the process's resident memory; KV(c) is the cache's allocated bytes
@@ -43,7 +43,7 @@ def main() -> int:
         gc.collect()
     mib = 2 ** 20
     lines = ["# Resident memory against context", "",
-             f"`python benchmarks/kv_memory.py {' '.join(sys.argv[1:])}` · package {a.package.name} · "
+             f"`python benchmarks/experiments/kv_memory.py {' '.join(sys.argv[1:])}` · package {a.package.name} · "
              f"KV {per:,} bytes per position · resident after loading and one step: {base / mib:.1f} MiB", "",
              "| context | KV allocated (MiB) | resident (MiB) | resident − loaded (MiB) | minus KV (MiB) |",
              "|---|---|---|---|---|"]
