@@ -178,7 +178,8 @@ def file_entry(folder: Path, name: str) -> dict:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
             full.update(chunk)
-    return {"name": name, "bytes": path.stat().st_size, "sha256": full.hexdigest(), "sample_sha256": sample_sha256(path)}
+    return {"name": name, "bytes": path.stat().st_size, "sha256": full.hexdigest(),
+            "sample_sha256": sample_sha256(path)}
 
 
 def sample_sha256(path: Path) -> str:
@@ -294,7 +295,8 @@ def verify_files(m: Manifest, *, full: bool = False) -> None:
             raise PackageError(f"{p}: {size:,} bytes, the manifest records {entry.bytes:,} (truncated or replaced; "
                                f"re-export or copy the package again)")
         if sample_sha256(p) != entry.sample_sha256:
-            raise PackageError(f"{p}: contents differ from the manifest's checksum (corrupted; re-export or copy again)")
+            raise PackageError(f"{p}: contents differ from the manifest's checksum (corrupted; re-export or copy "
+                               f"again)")
         if full:
             if file_entry(m.path, entry.name)["sha256"] != entry.sha256:
                 raise PackageError(f"{p}: sha256 differs from the manifest (corrupted; re-export or copy again)")

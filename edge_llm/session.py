@@ -192,7 +192,8 @@ class ModelSession:
                                              session_options(self.threads, spinning=spinning),
                                              providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types without a common base
-            raise PackageError(f"{self.manifest.file('model')}: onnxruntime could not load it: {str(e).splitlines()[0]}") from e
+            raise PackageError(f"{self.manifest.file('model')}: onnxruntime could not load it: "
+                               f"{str(e).splitlines()[0]}") from e
         io, kv = self.manifest.io, self.manifest.kv
         self.n_layers = kv.num_layers
         self.vocab = self.manifest.model.vocab_size

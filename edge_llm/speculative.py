@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from statistics import median
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np

@@ -74,10 +74,11 @@ def summary(r: ExportResult) -> str:
     q = r.manifest["quantization"]
     lines = [
         f"exported {r.package}",
-        f"  recipe      {q['precision']}" + (f", block {q['block_size']} (head {q['head_block_size'] or q['block_size']}), "
-                                            f"{'symmetric' if q['symmetric'] else 'asymmetric'}, accuracy level "
-                                            f"{q['accuracy_level']}" + (", float16 scales" if q.get("scale_dtype") == "float16" else "")
-                                            if q["precision"] == "int4" else ""),
+        f"  recipe      {q['precision']}" + (
+            f", block {q['block_size']} (head {q['head_block_size'] or q['block_size']}), "
+            f"{'symmetric' if q['symmetric'] else 'asymmetric'}, accuracy level "
+            f"{q['accuracy_level']}" + (", float16 scales" if q.get("scale_dtype") == "float16" else "")
+            if q["precision"] == "int4" else ""),
         f"  source      {_mb(r.source_bytes)} ({', '.join(r.manifest['source']['files'])})",
         f"  package     {_mb(r.package_bytes)} ({_relative_size(r.package_bytes, r.source_bytes)})",
         f"  time        {r.seconds:.1f} s",
@@ -88,7 +89,8 @@ def summary(r: ExportResult) -> str:
     weights = r.manifest.get("sizes", {}).get("weights_bytes")
     if weights and q["precision"] == "int4":
         target = f" (budget {q['bpw']:g})" if q.get("bpw") else ""
-        lines.append(f"  bits/weight {weights * 8 / params:.2f}{target}: {_mb(weights)} of weights for {params:,} parameters")
+        lines.append(f"  bits/weight {weights * 8 / params:.2f}{target}: {_mb(weights)} of weights for "
+                     f"{params:,} parameters")
     g = q.get("gguf")
     if g:
         lines.append(f"  gguf        {g['gguf_bits_per_weight']:.2f} bits/weight in the GGUF, "

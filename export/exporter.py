@@ -13,8 +13,17 @@ import onnx
 
 from edge_llm import __version__
 from edge_llm.errors import CheckpointError, ExportError
-from edge_llm.manifest import (FORMAT, FORMAT_VERSION, KV_DTYPES, MANIFEST_NAME, IOSpec, KVSpec, ModelSpec, file_entry,
-                               to_json)
+from edge_llm.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    KV_DTYPES,
+    MANIFEST_NAME,
+    IOSpec,
+    KVSpec,
+    ModelSpec,
+    file_entry,
+    to_json,
+)
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .decoder import IO, DecoderGraph
@@ -72,7 +81,8 @@ def _open_source(src: Path):
 
 def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force: bool = False,
                       validate: bool = True, context_length: int | None = None, kv_dtype: str = "float32",
-                      progress: Callable[[str, int, int], None] | None = None, bpw: float | None = None) -> ExportResult:
+                      progress: Callable[[str, int, int], None] | None = None,
+                      bpw: float | None = None) -> ExportResult:
     """`bpw`: a bits-per-weight budget on top of `recipe` (Recipe.with_budget): weight bytes <= bpw x parameters / 8."""
     src, out = Path(src), Path(out)
     if bpw is not None:
@@ -107,7 +117,8 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
             calibrator, importance = None, {}
             if recipe.needs_calibration:
                 from .calibrate import Calibrator, calibration_ids, collect_importance
-                ids = calibration_ids(tokenizer.encode, tok["bos_id"], recipe.calibration, n_seq=recipe.calibration_seqs,
+                ids = calibration_ids(tokenizer.encode, tok["bos_id"], recipe.calibration,
+                                      n_seq=recipe.calibration_seqs,
                                       seq_len=recipe.calibration_len)
                 if "gptq" in (recipe.method, recipe.head_method):
                     calibrator = Calibrator(cfg, ckpt.load, ids)
@@ -121,7 +132,8 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
                                  bpw=recipe.bpw or round(plan.budget_bytes * 8 / plan.parameters, 4))
             writer = ExternalDataWriter(tmp, DATA_FILE)
             try:
-                graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx, kv_dtype=kv_dtype,
+                graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx,
+                                     kv_dtype=kv_dtype,
                                      calibrator=calibrator, importance=importance, progress=on_tensor,
                                      carried=ckpt.carried)
                 model = graph.build()

@@ -122,7 +122,8 @@ class Recipe:
         """This recipe under a --bpw budget: per-tensor bits and blocks planned on importance-weighted error."""
         if not 2.0 <= bpw <= 16.0:
             raise ExportError(f"--bpw {bpw:g}: expected bits per weight between 2 and 16")
-        return replace(self, bpw=float(bpw), bpw_margin=None, strict_budget=True, importance=True, clip_search=True, refine_scale=True, tensors={},
+        return replace(self, bpw=float(bpw), bpw_margin=None, strict_budget=True, importance=True, clip_search=True,
+                       refine_scale=True, tensors={},
                        calibration_seqs=min(self.calibration_seqs, 6))
 
     def above_smallest(self, margin: float) -> "Recipe":

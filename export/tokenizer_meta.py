@@ -74,7 +74,8 @@ def tokenizer_spec(src: Path, cfg: DecoderConfig) -> tuple[dict, Tokenizer]:
     except PackageError as e:
         raise CheckpointError(str(e)) from e
     if tok.vocab_size > cfg.vocab_size:
-        raise CheckpointError(f"{src / file}: {tok.vocab_size} tokens, more than the model's vocab_size {cfg.vocab_size}")
+        raise CheckpointError(f"{src / file}: {tok.vocab_size} tokens, more than the model's vocab_size "
+                              f"{cfg.vocab_size}")
     bos_id = cfg.bos_token_id if cfg.bos_token_id is not None else (tok.token_id(bos_token) if bos_token else None)
     if bos_token is None and bos_id is not None and backend == "sentencepiece":
         bos_token = tok.backend.sp.IdToPiece(bos_id)

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import FIXTURES, NEEDS_SHARED
 
 from edge_llm import cli
 from edge_llm.cli import main
-
-from conftest import FIXTURES, NEEDS_SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 
 from edge_llm.metering import energy
-from edge_llm.metering.energy import (EnergyMeter, PowerModel, default_power_model, find_energy_counters,
-                                   process_cpu_seconds, select_counters)
+from edge_llm.metering.energy import (
+    EnergyMeter,
+    PowerModel,
+    default_power_model,
+    find_energy_counters,
+    process_cpu_seconds,
+    select_counters,
+)
 
 MEASURED_NOTE = "whole-package counter: includes every process on the machine, not DRAM, board or display"
 

@@ -9,7 +9,12 @@ import pytest
 
 from edge_llm.metering import machine
 from edge_llm.metering.machine import (
-    arm_core_name, cores_used, detect_machine, parse_cpuinfo, thread_affinity, threads_per_cluster,
+    arm_core_name,
+    cores_used,
+    detect_machine,
+    parse_cpuinfo,
+    thread_affinity,
+    threads_per_cluster,
 )
 
 SAMPLES = Path(__file__).parent / "data" / "cpuinfo"

@@ -60,7 +60,8 @@ def default_cache_mb() -> float:
 @click.option("--price-per-kwh", type=click.FloatRange(0), default=None, help="Electricity price (default 0.15).")
 @click.option("--currency", default="USD", show_default=True)
 @click.option("--device-price", type=click.FloatRange(0), default=None, help="Hardware price, amortised per reply.")
-@click.option("--lifetime-years", type=click.FloatRange(0, min_open=True), default=None, help="Hardware lifetime (default 5).")
+@click.option("--lifetime-years", type=click.FloatRange(0, min_open=True), default=None,
+              help="Hardware lifetime (default 5).")
 @click.option("--duty-cycle", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
 @speculate_option(expose_value=True)
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
