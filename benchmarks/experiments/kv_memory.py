@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _report import emit   # this folder is on sys.path when a script here runs
 
-from edge_llm.bench.runner import rss_bytes
+from edge_llm.metering.probes import rss_bytes
 from edge_llm.session import ModelSession
 
 
@@ -50,11 +51,7 @@ def main() -> int:
     for c, kv, rss in rows:
         lines.append(f"| {c} | {kv / mib:.1f} | {rss / mib:.1f} | {(rss - base) / mib:.1f} | "
                      f"{(rss - base - kv) / mib:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.markdown:
-        a.markdown.write_text(text)
-    return 0
+    return emit(lines, a.markdown)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import emit   # this folder is on sys.path when a script here runs
 
 from edge_llm.session import ModelSession
 
@@ -93,11 +94,7 @@ def main() -> int:
         lines += ["", f"1-minute load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} logical CPUs"]
     except (AttributeError, OSError):
         pass
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.markdown:
-        a.markdown.write_text(text)
-    return 0
+    return emit(lines, a.markdown)
 
 
 if __name__ == "__main__":
