@@ -61,7 +61,8 @@ class KVSpec:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelShape:
+    """A decoder's shape, written once: the exporter's DecoderConfig and the manifest's ModelSpec extend it."""
     architecture: str         # for people and reports; the runtime never branches on it
     family: str
     hidden_size: int
@@ -71,6 +72,14 @@ class ModelSpec:
     head_dim: int
     intermediate_size: int
     vocab_size: int
+
+    def shape(self) -> dict[str, Any]:
+        """The ModelShape fields of this object (a DecoderConfig's, to build a ModelSpec from)."""
+        return {f.name: getattr(self, f.name) for f in fields(ModelShape)}
+
+
+@dataclass(frozen=True)
+class ModelSpec(ModelShape):
     context_length: int
     parameters: int
     details: Mapping[str, Any] = field(default_factory=dict)   # family extras (rope, scales), informative

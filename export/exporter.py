@@ -180,11 +180,7 @@ def build_manifest(cfg: DecoderConfig, family: Family, recipe: Recipe, tok: dict
         "exporter": {"name": "edge-llm", "version": __version__,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "model": to_json(ModelSpec(
-            architecture=cfg.architecture, family=family.name,
-            hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-            num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, intermediate_size=cfg.intermediate_size,
-            vocab_size=cfg.vocab_size, context_length=context_length,
-            parameters=parameter_count(cfg),
+            **{**cfg.shape(), "family": family.name}, context_length=context_length, parameters=parameter_count(cfg),
             details={**cfg.details(), "max_position_embeddings": cfg.max_position_embeddings},
         )),
         "files": {key: file_entry(folder, name) for key, name in files.items()},
