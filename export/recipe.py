@@ -123,8 +123,7 @@ class Recipe:
         if not 2.0 <= bpw <= 16.0:
             raise ExportError(f"--bpw {bpw:g}: expected bits per weight between 2 and 16")
         return replace(self, bpw=float(bpw), bpw_margin=None, strict_budget=True, importance=True, clip_search=True,
-                       refine_scale=True, tensors={},
-                       calibration_seqs=min(self.calibration_seqs, 6))
+                       refine_scale=True, tensors={}, calibration_seqs=min(self.calibration_seqs, 6))
 
     def above_smallest(self, margin: float) -> "Recipe":
         """This recipe planned within its model's smallest package + `margin` bits per parameter: the same
