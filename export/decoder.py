@@ -46,7 +46,7 @@ class TablePlan:
     block: int = 0                 # 0: not quantized (fp32)
     nb: int = 0
     bits: int = 0
-    parts: list = field(default_factory=list)   # [(prefix, kernel bits, initializer names)] as _part_names
+    parts: list[tuple[str, int, list[str]]] = field(default_factory=list)   # (prefix, kernel bits, names): _part_names
     mins: str | None = None        # a carried GGUF table's per-block minimums: a float32 (V, nb) tensor
 
 
