@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge_llm.bench.probes import folder_bytes
+from edge_llm.metering.probes import folder_bytes
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edge_llm.api import Model
 from edge_llm.evaluate import evaluate, markdown_row
-from edge_llm.export.config import MiniCPMConfig
+from edge_llm.export.config import DecoderConfig, config_for
 from edge_llm.export.exporter import export_checkpoint
 from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES
 from edge_llm.export.synth import SHAPES
@@ -29,7 +29,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 BF16_2B = 5_449_761_792
 
 
-def int4_bytes(cfg: MiniCPMConfig, recipe) -> int:
+def int4_bytes(cfg: DecoderConfig, recipe) -> int:
     """Weight bytes of a package: 4-bit codes + fp32 scales (+ packed zero points) + fp32 norms."""
     total = 0
     for name, shape in cfg.expected_shapes().items():
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--calibration-recipe", default="gptq-asym-b128")
     args = ap.parse_args()
     text = SHARED / "corpus-valid.txt"
-    cfg2b = MiniCPMConfig.from_dict({**SHAPES["minicpm-2b"], "architectures": ["MiniCPMForCausalLM"]})
+    cfg2b = config_for({**SHAPES["minicpm-2b"], "architectures": ["MiniCPMForCausalLM"]})
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         ref_dir = Path(tmp) / "fp32"

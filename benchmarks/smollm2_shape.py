@@ -4,8 +4,8 @@ SmolLM2-1.7B itself is not available offline; this is the larger same-tokenizer 
 speculative benchmark (benchmarks/speculative.py --cost-package) measures verification cost on, with
 SmolLM2-135M-Instruct drafting. Random weights: only speed and memory mean anything.
 
-    python benchmarks/smollm2_shape.py --tokenizer $WORK/cache/smollm2-135m-instruct -o /tmp/smollm2-1.7b-shape
-    edge-llm export /tmp/smollm2-1.7b-shape -o /tmp/smollm2-1.7b-shape-int4
+    python benchmarks/smollm2_shape.py --tokenizer $WORK/cache/smollm2-135m-instruct -o scratch/smollm2-1.7b-shape
+    edge-llm export scratch/smollm2-1.7b-shape -o scratch/smollm2-1.7b-shape-int4
 """
 from __future__ import annotations
 

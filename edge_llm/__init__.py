@@ -1,4 +1,5 @@
-"""edge-llm: small language models on ordinary CPUs (Llama, Qwen2/3, SmolLM2, MiniCPM), with onnxruntime int4 kernels."""
+"""edge-llm: small language models on ordinary CPUs (Llama, Qwen2/3, SmolLM2, MiniCPM), with onnxruntime
+int4 kernels."""
 __version__ = "0.2.0"
 
 

@@ -5,13 +5,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import ContextFullError, EdgeLLMError
-from .generate import TokenRecord, generate_tokens
+from .chat_template import chat_ids
+from .errors import ContextFullError, EdgeLLMError, PackageError
+from .generate import generate_tokens
+from .records import TokenRecord
 from .sampling import SamplingParams
 from .session import KVCache, ModelSession
 from .speculative import Speculator, parse_speculate
-from .chat_template import chat_ids
-from .errors import PackageError
 from .tokenizer import Tokenizer
 
 DEFAULT_SPECULATE = "auto"  # edge_llm.speculative: lookup where it is exact (docs/speculative.md)
@@ -91,7 +91,8 @@ class Model:
     def generate(self, prompt: str | Sequence[int], **kw) -> str:
         return "".join(r.text for r in self.stream(prompt, **kw))
 
-    def chat(self, messages: list[dict], *, params: SamplingParams | None = None, max_new_tokens: int = 256) -> Iterator[TokenRecord]:
+    def chat(self, messages: list[dict], *, params: SamplingParams | None = None,
+             max_new_tokens: int = 256) -> Iterator[TokenRecord]:
         """One assistant reply to `messages` ([{"role": "user", "content": ...}, ...]), streamed."""
         conv = Conversation(self)
         conv.messages = list(messages[:-1])
@@ -135,7 +136,8 @@ class Conversation:
     def _ids(self, messages) -> list[int]:
         return self.model.chat_ids(messages)
 
-    def send(self, text: str, *, params: SamplingParams | None = None, max_new_tokens: int = 256) -> Iterator[TokenRecord]:
+    def send(self, text: str, *, params: SamplingParams | None = None,
+             max_new_tokens: int = 256) -> Iterator[TokenRecord]:
         msgs = self.messages + [{"role": "user", "content": text}]
         ids = self._ids(msgs)
         max_len = self.cache.max_len

@@ -11,7 +11,7 @@ import click
 
 from .api import Conversation, Model
 from .errors import EdgeLLMError
-from .generate import TokenRecord
+from .records import TokenRecord
 from .sampling import SamplingParams
 
 

@@ -1,8 +1,8 @@
 """`edge-llm` command line. Thin: parse, call one library function, print.
 
 Every error is one line on stderr ("edge-llm: error: ..." or "edge-llm: internal error: ..."); tracebacks
-only with --debug. Exit codes: 0 ok · 1 domain error (bad checkpoint, package, file, serve's port in use; EdgeLLMError) ·
-2 bad usage or value (click, one line) · 70 internal error (a bug: one line naming the exception) ·
+only with --debug. Exit codes: 0 ok · 1 domain error (bad checkpoint, package, file, serve's port in use;
+EdgeLLMError) · 2 bad usage or value (click, one line) · 70 internal error (a bug: one line naming the exception) ·
 130 Ctrl-C · 141 stdout closed (`| head`) · 143 SIGTERM. docs/bad-input.md lists the cases.
 Heavy imports (onnx, onnxruntime) happen inside the commands.
 """
@@ -15,10 +15,21 @@ from pathlib import Path
 
 import click
 
-from . import commands
-from .cli_types import Float, Threads, read_stdin_text, unescape
+from .bench.cli import bench
+from .cli_types import (
+    Float,
+    Threads,
+    metrics_log_option,
+    note_context_clamp,
+    read_stdin_text,
+    speculate_option,
+    unescape,
+)
 from .errors import EdgeLLMError, Terminated
+from .eval_cli import eval_cmd
+from .manifest import KV_DTYPES
 from .paths import BUNDLED
+from .serve.cli import serve  # its heavy imports (starlette, uvicorn) happen when it runs
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 70, 130, 141
 
@@ -143,9 +154,11 @@ BLOCK_SIZES = ("16", "32", "64", "128", "256")
 
 @main.command("export")
 @click.argument("checkpoint_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Package folder to write.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
+              help="Package folder to write.")
 @click.option("--precision", type=click.Choice(["int4", "fp32"]), default="int4", show_default=True)
-@click.option("--recipe", "recipe_name", default=None, help="Named quantization recipe (see README); overrides defaults.")
+@click.option("--recipe", "recipe_name", default=None,
+              help="Named quantization recipe (see README); overrides defaults.")
 @click.option("--bpw", type=click.FloatRange(2.0, 16.0), default=None,
               help="Bits-per-weight budget: weight bytes <= BPW x parameters / 8, each tensor's bits (4, 6, 8) and "
                    "block chosen by measured error on calibration text. Presets: see README.")
@@ -159,7 +172,7 @@ BLOCK_SIZES = ("16", "32", "64", "128", "256")
               help="'arm' keeps every tensor on onnxruntime's ARM (KleidiAI) fast path (block size <= 128).")
 @click.option("--force", is_flag=True, help="Replace an existing edge-llm package folder (never anything else).")
 @click.option("--no-validate", is_flag=True, help="Skip loading the result and checking it against a reference.")
-@click.option("--kv-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+@click.option("--kv-dtype", type=click.Choice(KV_DTYPES), default="float32", show_default=True,
               help="KV cache type recorded in the package (float16 halves its memory; see README).")
 @click.option("--context-length", type=click.IntRange(min=1), default=None,
               help="Longest context the package serves (default: the model's, capped at 32768).")
@@ -168,10 +181,11 @@ def export_cmd(checkpoint_dir, output, precision, recipe_name, bpw, block_size, 
     """Export a Hugging Face checkpoint folder (Llama, Mistral, Qwen2, Qwen3, MiniCPM) or a GGUF file to an int4
     ONNX package. A GGUF's Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K tensors are carried exactly; the recipe
     quantizes its float tensors."""
+    from .export.recipe import ARM_MAX_BLOCK, arm_block
     block_size = int(block_size) if block_size else None
-    if target == "arm" and block_size and block_size > 128:
-        raise click.BadParameter(f"{block_size} with --target arm: the ARM int4 kernels take blocks of at most 128",
-                                 param_hint="'--block-size'")
+    if target == "arm" and block_size and arm_block(block_size) != block_size:
+        raise click.BadParameter(f"{block_size} with --target arm: the ARM int4 kernels take blocks of at most "
+                                 f"{ARM_MAX_BLOCK}", param_hint="'--block-size'")
     from .export.cli_support import run_export
     progress = Progress("tensors")
     try:
@@ -191,10 +205,12 @@ def export_cmd(checkpoint_dir, output, precision, recipe_name, bpw, block_size, 
               show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
 @click.option("--format", "weight_format", type=click.Choice(["bin", "safetensors"]), default="bin", show_default=True)
-@click.option("--layers", type=click.IntRange(min=1), default=None, help="Override the number of layers (quick experiments).")
+@click.option("--layers", type=click.IntRange(min=1), default=None,
+              help="Override the number of layers (quick experiments).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def synth(shape, output, weight_format, layers, seed):
-    """Write a checkpoint with a release's real shapes (and MiniCPM-2B's tokenizer) and random bf16 weights (speed tests)."""
+    """Write a checkpoint with a release's real shapes (and MiniCPM-2B's tokenizer) and random bf16 weights
+    (speed tests)."""
     from .export.synth import write_synthetic
     progress = Progress("tensors")
     write_synthetic(output, shape=shape, weight_format=weight_format, seed=seed, layers=layers, progress=progress)
@@ -203,22 +219,24 @@ def synth(shape, output, weight_format, layers, seed):
 
 
 def _sampling_options(f):
-    from .serve.cli import metrics_log_option, speculate_option
     for opt in reversed([
         click.option("-n", "--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
-        click.option("--temperature", type=Float(min=0), default=None, help="0 means greedy (default: generation_config)."),
+        click.option("--temperature", type=Float(min=0), default=None,
+                     help="0 means greedy (default: generation_config)."),
         click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off."),
         click.option("--top-p", type=Float(0, 1, min_open=True), default=None, help="In (0, 1]; 1 = off."),
         click.option("--min-p", type=Float(0, 1, max_open=True), default=None, help="In [0, 1); 0 = off."),
         click.option("--repetition-penalty", type=Float(min=0, min_open=True), default=None, help="> 0; 1 = off."),
-        click.option("-s", "--seed", type=click.IntRange(min=0), default=None, help="Makes sampled output reproducible."),
+        click.option("-s", "--seed", type=click.IntRange(min=0), default=None,
+                     help="Makes sampled output reproducible."),
         click.option("-t", "--threads", type=Threads(), default=None,
                      help="Intra-op threads, 1..2x physical cores (default: physical cores)."),
         click.option("-c", "--context", "context_length", type=click.IntRange(min=1), default=None,
                      help="KV cache length (default: the model's)."),
-        click.option("--stats", is_flag=True, help="After each reply print tokens, tokens/s, TTFT, energy, cost (stderr)."),
-        metrics_log_option(),   # --metrics-log FILE.jsonl (edge_llm/serve/cli.py)
-        speculate_option(),     # --speculate (edge_llm/serve/cli.py: chat, generate and serve share it)
+        click.option("--stats", is_flag=True,
+                     help="After each reply print tokens, tokens/s, TTFT, energy, cost (stderr)."),
+        metrics_log_option(),   # --metrics-log FILE.jsonl (cli_types.py: chat, generate and serve share it)
+        speculate_option(),     # --speculate (cli_types.py: chat, generate and serve share it)
     ]):
         f = opt(f)
     return f
@@ -230,14 +248,6 @@ def _load(package_dir, threads, context_length):
     model = Model.load(package_dir or BUNDLED, threads=threads, context_length=context_length, speculate=speculate)
     note_context_clamp(context_length, model)
     return model
-
-
-def note_context_clamp(asked: int | None, model) -> None:
-    """--context past the package's positions is clamped to them (the rotary table and the trained
-    range end there): said once, on stderr."""
-    if asked is not None and asked > model.context_length:
-        click.echo(f"note: --context {asked} is beyond this package's {model.context_length} positions "
-                   f"(export with --context-length to change it); using {model.context_length}", err=True)
 
 
 def _params(model, temperature, top_k, top_p, min_p, repetition_penalty, seed):
@@ -285,7 +295,9 @@ def generate(package_dir, prompt, max_new_tokens, temperature, top_k, top_p, min
     print_stream(model.stream(text, params=params, max_new_tokens=max_new_tokens), stats=stats)
 
 
-commands.register(main)
+main.add_command(bench)
+main.add_command(eval_cmd)
+main.add_command(serve)
 
 if __name__ == "__main__":
     main(prog_name="edge-llm")

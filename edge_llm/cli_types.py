@@ -1,5 +1,6 @@
-"""Parameter types and checks shared by the commands: every user-facing value is validated at the CLI
-edge, so a bad one is a one-line error (exit 2) before any model is loaded."""
+"""Parameter types, checks and options shared by the commands: every user-facing value is validated at
+the CLI edge, so a bad one is a one-line error (exit 2) before any model is loaded. The commands
+(cli.py, serve/cli.py, bench/cli.py, eval_cli.py) import this module, never each other."""
 from __future__ import annotations
 
 import math
@@ -99,3 +100,43 @@ def write_text(path: Path, text: str, option: str) -> None:
         Path(path).write_text(text, encoding="utf-8")
     except OSError as e:
         raise EdgeLLMError(f"{option} {path}: cannot write ({e.strerror or e})") from None
+
+
+def _log_replies(ctx, param, value):
+    if value is not None:
+        from .records import log_replies_to
+        log_replies_to(value)
+    return value
+
+
+def metrics_log_option(*, expose_value: bool = False):
+    """--metrics-log FILE.jsonl: one JSON line per reply (chat, generate and serve share it)."""
+    return click.option("--metrics-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        callback=_log_replies, expose_value=expose_value,
+                        help="Append one JSON line per reply (tokens, speed, energy, cost) to this file.")
+
+
+def speculate_option(*, expose_value: bool = False):
+    """--speculate auto|off|lookup|draft:PACKAGE (edge_llm.speculative), checked at the command line.
+    The value also goes to ctx.meta["edge_llm.speculate"] (where chat/generate's loader reads it)."""
+    def check(ctx, param, value):
+        from .speculative import parse_speculate
+        try:
+            parse_speculate(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from e
+        ctx.meta["edge_llm.speculate"] = value
+        return value
+    return click.option("--speculate", default="auto", show_default=True, callback=check, expose_value=expose_value,
+                        metavar="auto|off|lookup|draft:PACKAGE",
+                        help="Speculative decoding: n-gram prompt lookup or a same-tokenizer draft model. "
+                             "'auto' is lookup on packages where it keeps greedy output exact (float32 "
+                             "activations and scales), off elsewhere (docs/speculative.md).")
+
+
+def note_context_clamp(asked: int | None, model) -> None:
+    """--context past the package's positions is clamped to them (the rotary table and the trained
+    range end there): said once, on stderr."""
+    if asked is not None and asked > model.context_length:
+        click.echo(f"note: --context {asked} is beyond this package's {model.context_length} positions "
+                   f"(export with --context-length to change it); using {model.context_length}", err=True)

@@ -46,7 +46,8 @@ def _duration(seconds: float) -> str:
 
 @click.command("eval")
 @click.argument("package_dir", type=click.Path(path_type=Path))
-@click.option("--text", "text", required=True, type=click.Path(path_type=Path), help="Text file (documents split on \\x1e).")
+@click.option("--text", "text", required=True, type=click.Path(path_type=Path),
+              help="Text file (documents split on \\x1e).")
 @click.option("--reference", "reference", type=click.Path(path_type=Path), default=None,
               help="Reference package (e.g. the fp32 export) for KL divergence and top-1 agreement.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
@@ -57,8 +58,8 @@ def _duration(seconds: float) -> str:
 @click.option("--threads", type=Threads(), default=None)
 def eval_cmd(package_dir, text, reference, json_out, max_tokens, window, threads):
     """Perplexity of a package on a text file (and agreement with a reference package)."""
-    from .evaluate import DEFAULT_MAX_TOKENS, EvalInterrupted, corpus_tokens, evaluate, markdown_row
     from .errors import EdgeLLMError
+    from .evaluate import DEFAULT_MAX_TOKENS, EvalInterrupted, corpus_tokens, evaluate, markdown_row
 
     max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
     if max_tokens < window:

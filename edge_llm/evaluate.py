@@ -38,7 +38,8 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
-DEFAULT_MAX_TOKENS = 60_000   # ~1.5 min with a reference on 2 cores (tiny fixture, ~700 tok/s); the fixture protocol says 200_000
+# ~1.5 min with a reference on 2 cores (tiny fixture, ~700 tok/s); the fixture protocol says 200_000
+DEFAULT_MAX_TOKENS = 60_000
 
 
 class EvalInterrupted(KeyboardInterrupt):
@@ -69,7 +70,8 @@ def evaluate(model: Model, text: Path, *, reference: Model | None = None, window
     if reference is not None and reference.manifest.model.vocab_size != model.manifest.model.vocab_size:
         raise EdgeLLMError("the reference package has a different vocabulary")
     if reference is not None and window > reference.context_length:
-        raise EdgeLLMError(f"window {window} exceeds the reference model's context of {reference.context_length} tokens")
+        raise EdgeLLMError(f"window {window} exceeds the reference model's context of "
+                           f"{reference.context_length} tokens")
     arr = np.asarray(ids, dtype=np.int64)
     nll, kl, agree, dp = [], [], [], []
     t0 = time.perf_counter()
@@ -133,7 +135,9 @@ def markdown_row(r: dict, *, header: bool = False) -> str:
     q = r["quantization"]
     recipe = "fp32" if q["precision"] == "fp32" else (
         f"int4 b{q['block_size']} {'sym' if q['symmetric'] else 'asym'}"
-        f"{' clip' if q.get('clip_search') else ''}{' gptq' if q.get('method') == 'gptq' else ''}{' head-gptq' if q.get('head_method') == 'gptq' else ''}{' acc' + str(q.get('accuracy_level')) if q.get('accuracy_level') != 4 else ''}")
+        f"{' clip' if q.get('clip_search') else ''}{' gptq' if q.get('method') == 'gptq' else ''}"
+        f"{' head-gptq' if q.get('head_method') == 'gptq' else ''}"
+        f"{' acc' + str(q.get('accuracy_level')) if q.get('accuracy_level') != 4 else ''}")
     kl = f"{r['kl_divergence']:.4f}" if "kl_divergence" in r else "—"
     top1 = f"{r['top1_agreement']:.1%}" if "top1_agreement" in r else "—"
     row = f"| {recipe} | {frac} | {r['perplexity']:.3f} | {top1} | {kl} | {r['tokens_scored']} |"

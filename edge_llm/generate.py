@@ -11,36 +11,17 @@ number of generators may be interleaved on one session. Stopping early is closin
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from .logits import apply_processors, make_logits_processors
-from .records import StepMeter, default_step_meter, log_reply, reply_record
+from .metering.step import StepMeter, default_step_meter
+from .records import TokenRecord, log_reply, reply_record
 from .sampling import SamplingParams, make_sampler
 from .session import KVCache, ModelSession
 from .speculative import Speculator, Step
 from .tokenizer import Tokenizer
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    token_id: int
-    text: str                  # new text this token completes (may be "" while a character is incomplete)
-    index: int                 # 0 for the first generated token
-    position: int              # its position in the context
-    seconds: float             # wall time of the model step(s) that produced it (prefill for index 0)
-    prompt_tokens: int         # tokens prefilled for this reply (after cache reuse)
-    finish_reason: str | None  # None, or "eos" | "stop" | "length" | "context" on the last record
-    cached_tokens: int = 0     # prompt positions that were already in the cache (not prefilled)
-    joules: float | None = None  # energy of the model step(s) behind this token (edge_llm.records)
-    energy_source: str | None = None  # "measured: <counter>" or "estimated: <power model>", as bench labels
-    # speculative decoding (edge_llm.speculative), on the first token of each forward: draft tokens
-    # checked, how many were accepted; forwards = 1 there and 0 on the other tokens of that forward
-    drafted: int = 0
-    accepted: int = 0
-    forwards: int = 1
 
 
 def prefill(session: ModelSession, cache: KVCache, ids: Sequence[int]) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The package manifest: the only contract between the exporter and the runtime.
 
-The exporter writes `manifest.json`; the runtime reads it into the frozen dataclasses below and uses
-their attributes, nothing else about the model. It never branches on architecture: `model.architecture`
+The exporter builds the frozen dataclasses below and writes them (`to_json`); the runtime reads
+`manifest.json` back into the same dataclasses (`load_manifest`) and uses their attributes, nothing
+else about the model: one schema on both sides. It never branches on architecture: `model.architecture`
 and `model.family` are recorded for people and reports only.
 
 Format history: 1 = MiniCPM v1 only, sentencepiece, per-role chat prefixes; 2 = any decoder family,
@@ -21,7 +22,8 @@ from .errors import PackageError
 MANIFEST_NAME = "manifest.json"
 FORMAT = "edge-llm-package"
 FORMAT_VERSION = 2
-KV_ITEMSIZE = {"float32": 4, "float16": 2}
+KV_ITEMSIZE = {"float32": 4, "float16": 2}   # the KV cache types a package may record, and their sizes
+KV_DTYPES = tuple(KV_ITEMSIZE)               # ("float32", "float16"): every check and choice reads this
 SAMPLE_CHUNK = 1 << 20   # bytes hashed at each of the start, middle and end of a file for the cheap check
 
 
@@ -45,7 +47,7 @@ class IOSpec:
 @dataclass(frozen=True)
 class KVSpec:
     layout: str               # "BNSH": (batch, kv heads, sequence, head dim)
-    dtype: str                # "float32" | "float16"
+    dtype: str                # one of KV_DTYPES
     num_layers: int
     num_kv_heads: int
     head_dim: int
@@ -59,7 +61,8 @@ class KVSpec:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelShape:
+    """A decoder's shape, written once: the exporter's DecoderConfig and the manifest's ModelSpec extend it."""
     architecture: str         # for people and reports; the runtime never branches on it
     family: str
     hidden_size: int
@@ -69,6 +72,14 @@ class ModelSpec:
     head_dim: int
     intermediate_size: int
     vocab_size: int
+
+    def shape(self) -> dict[str, Any]:
+        """The ModelShape fields of this object (a DecoderConfig's, to build a ModelSpec from)."""
+        return {f.name: getattr(self, f.name) for f in fields(ModelShape)}
+
+
+@dataclass(frozen=True)
+class ModelSpec(ModelShape):
     context_length: int
     parameters: int
     details: Mapping[str, Any] = field(default_factory=dict)   # family extras (rope, scales), informative
@@ -97,6 +108,26 @@ class ChatSpec:
     eos_token: str = ""
     add_bos: bool = False     # prepend BOS to the rendered conversation (MiniCPM's chat() does; templates
                               # that write their own BOS say no)
+
+
+@dataclass(frozen=True)
+class AccuracySpec:
+    """The quantization settings that decide how a package computes (speculation acts on them); the
+    rest of `quantization` is the exporter's recipe, recorded for people and reports."""
+    precision: str = "int4"   # "int4" | "fp32"
+    accuracy_level: int = 4   # MatMulNBits: 0/1 float32 activations, 4 int8 activations
+    scale_dtype: str = "float32"   # "float16" scales run the matmuls on float16 activations
+
+    @classmethod
+    def of(cls, quantization: Mapping[str, Any] | None) -> "AccuracySpec":
+        q = quantization or {}
+        return cls(precision=q.get("precision", "int4"), accuracy_level=int(q.get("accuracy_level", 4)),
+                   scale_dtype=q.get("scale_dtype", "float32"))
+
+    @property
+    def float32_throughout(self) -> bool:
+        """fp32 weights, or int4 weights with float32 activations and float32 scales."""
+        return self.precision == "fp32" or (self.accuracy_level <= 1 and self.scale_dtype == "float32")
 
 
 @dataclass(frozen=True)
@@ -131,8 +162,24 @@ class Manifest:
     def sizes(self) -> Mapping[str, Any]:
         return self.data.get("sizes") or {}
 
+    @property
+    def accuracy(self) -> AccuracySpec:
+        return AccuracySpec.of(self.quantization)
+
 
 # ------------------------------------------------------------------------------------------- writing
+def to_json(spec) -> dict:
+    """One section of manifest.json from its dataclass (tuples as lists, mappings as objects): what
+    load_manifest reads back into the same dataclass."""
+    def plain(v):
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return {f.name: plain(getattr(spec, f.name)) for f in fields(spec)}
+
+
 def file_entry(folder: Path, name: str) -> dict:
     """Size and checksums of one package file, as the manifest records them."""
     path = Path(folder) / name
@@ -140,7 +187,8 @@ def file_entry(folder: Path, name: str) -> dict:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
             full.update(chunk)
-    return {"name": name, "bytes": path.stat().st_size, "sha256": full.hexdigest(), "sample_sha256": sample_sha256(path)}
+    return {"name": name, "bytes": path.stat().st_size, "sha256": full.hexdigest(),
+            "sample_sha256": sample_sha256(path)}
 
 
 def sample_sha256(path: Path) -> str:
@@ -222,8 +270,11 @@ def load_manifest(package_dir, *, check_files: bool = True) -> Manifest:
         if key in data and not isinstance(data[key], dict) and not (optional and data[key] is None):
             raise PackageError(f"{path}: {key}: expected an object")
     kv = _build(KVSpec, data["kv_cache"], f"{path}: kv_cache")
-    if kv.dtype not in KV_ITEMSIZE:
-        raise PackageError(f"{path}: kv_cache.dtype '{kv.dtype}' is not supported ({', '.join(KV_ITEMSIZE)})")
+    if kv.dtype not in KV_DTYPES:
+        raise PackageError(f"{path}: kv_cache.dtype '{kv.dtype}' is not supported ({', '.join(KV_DTYPES)})")
+    q = data.get("quantization") or {}
+    _build(AccuracySpec, {k: q[k] for k in ("precision", "accuracy_level", "scale_dtype") if k in q},
+           f"{path}: quantization")      # typed as the runtime reads them
     m = Manifest(
         path=folder, format_version=version,
         model=_build(ModelSpec, data["model"], f"{path}: model"),
@@ -253,7 +304,8 @@ def verify_files(m: Manifest, *, full: bool = False) -> None:
             raise PackageError(f"{p}: {size:,} bytes, the manifest records {entry.bytes:,} (truncated or replaced; "
                                f"re-export or copy the package again)")
         if sample_sha256(p) != entry.sample_sha256:
-            raise PackageError(f"{p}: contents differ from the manifest's checksum (corrupted; re-export or copy again)")
+            raise PackageError(f"{p}: contents differ from the manifest's checksum (corrupted; re-export or copy "
+                               f"again)")
         if full:
             if file_entry(m.path, entry.name)["sha256"] != entry.sha256:
                 raise PackageError(f"{p}: sha256 differs from the manifest (corrupted; re-export or copy again)")

@@ -1,13 +1,13 @@
-"""One record per reply: tokens, speed, energy and cost, the same figures `bench` reports.
+"""One record per token and one per reply: tokens, speed, energy and cost, the same figures `bench` reports.
 
-Energy: the generator meters every model step with bench's EnergyMeter (`StepMeter`): a RAPL/hwmon
+Energy: the generator meters every model step with bench's EnergyMeter (edge_llm.metering.step.StepMeter): a RAPL/hwmon
 package counter where one is readable ("measured"), else bench's stated power model ("estimated"),
 idle power subtracted as in bench. Each TokenRecord carries the joules of the step(s) that produced
 it, so a reply's energy is the sum of its own steps: replies that take turns on one machine (the
 server's model loop) do not count each other's work. Steps that run *at the same time* on different
 threads would each see the whole process's CPU time; nothing in edge-llm does that.
 
-Cost: bench's cost model (edge_llm.bench.cost): electricity for the reply's joules at
+Cost: bench's cost model (edge_llm.metering.cost): electricity for the reply's joules at
 `price_per_kwh`, plus, when a device price is given, the device amortised over the reply's seconds.
 
 Logging: every finished reply is logged to the `edge_llm.replies` logger (when something listens);
@@ -17,22 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
+from typing import Sequence
 
-from .bench import cost as cost_mod
-from .bench.energy import EnergyMeter, EnergyReading
-
-if TYPE_CHECKING:
-    from .generate import TokenRecord
+from .metering import cost as cost_mod
 
 DEFAULT_PRICE_PER_KWH = 0.15   # USD, the same stated assumption as bench
 DEFAULT_LIFETIME_YEARS = 5.0
 REPLY_LOGGER = logging.getLogger("edge_llm.replies")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,58 +38,24 @@ class CostSettings:
     duty_cycle: float = 1.0
 
 
-class StepMeter:
-    """Energy of single model steps, with bench's EnergyMeter and bench's settings (process_time,
-    idle subtracted). Counters are found once; each step gets its own EnergyMeter window, so
-    concurrent callers never share window state."""
-
-    def __init__(self, *, cpu_watts: float | None = None, idle_watts: float | None = None):
-        probe = EnergyMeter(tdp_watts=cpu_watts, subtract_idle=True, cpu_clock=time.process_time)
-        self.counters = probe.counters
-        self.power_model = probe.power_model
-        self.idle_watts = idle_watts   # measured idle power of the counters (measure_idle), if any
-
-    @property
-    def measured(self) -> bool:
-        return bool(self.counters)
-
-    def describe(self) -> str:
-        if self.counters:
-            return "measured: " + " + ".join(c.name for c in self.counters)
-        return "estimated: " + self.power_model.describe()
-
-    def _meter(self) -> EnergyMeter:
-        return EnergyMeter(counters=self.counters, power_model=self.power_model, idle_watts=self.idle_watts,
-                           subtract_idle=True, cpu_clock=time.process_time)
-
-    def measure_idle(self, seconds: float = 2.0) -> float | None:
-        """With a counter, read idle power over `seconds` (subtracted from later steps, as bench does)."""
-        if not self.counters:
-            return None
-        self.idle_watts = self._meter().measure_idle(seconds).watts
-        return self.idle_watts
-
-    def run(self, fn: Callable[..., T], *args) -> tuple[T, EnergyReading]:
-        m = self._meter()
-        m.start()
-        try:
-            out = fn(*args)
-        finally:
-            reading = m.stop()
-        return out, reading
-
-
-_default_meter: StepMeter | None = None
-_default_lock = threading.Lock()
-
-
-def default_step_meter() -> StepMeter:
-    """The process's meter with bench's default power model (the CLI's; the server builds its own)."""
-    global _default_meter
-    with _default_lock:
-        if _default_meter is None:
-            _default_meter = StepMeter()
-        return _default_meter
+@dataclass(frozen=True)
+class TokenRecord:
+    """One generated token, as edge_llm.generate yields it."""
+    token_id: int
+    text: str                  # new text this token completes (may be "" while a character is incomplete)
+    index: int                 # 0 for the first generated token
+    position: int              # its position in the context
+    seconds: float             # wall time of the model step(s) that produced it (prefill for index 0)
+    prompt_tokens: int         # tokens prefilled for this reply (after cache reuse)
+    finish_reason: str | None  # None, or "eos" | "stop" | "length" | "context" on the last record
+    cached_tokens: int = 0     # prompt positions that were already in the cache (not prefilled)
+    joules: float | None = None  # energy of the model step(s) behind this token (edge_llm.metering.step)
+    energy_source: str | None = None  # "measured: <counter>" or "estimated: <power model>", as bench labels
+    # speculative decoding (edge_llm.speculative), on the first token of each forward: draft tokens
+    # checked, how many were accepted; forwards = 1 there and 0 on the other tokens of that forward
+    drafted: int = 0
+    accepted: int = 0
+    forwards: int = 1
 
 
 @dataclass(frozen=True)
@@ -130,7 +90,7 @@ class ReplyRecord:
         return asdict(self)
 
 
-def reply_record(records: Sequence["TokenRecord"], *, costs: CostSettings = CostSettings(), queue_s: float = 0.0,
+def reply_record(records: Sequence[TokenRecord], *, costs: CostSettings = CostSettings(), queue_s: float = 0.0,
                  model: str = "", prompt_tokens: int = 0, cached_tokens: int = 0, joules: float | None = None,
                  energy_source: str | None = None) -> ReplyRecord:
     """Sum one reply's TokenRecords into a ReplyRecord. The keyword counts and energy are used when

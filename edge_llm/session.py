@@ -19,10 +19,10 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import ContextFullError, OutOfMemoryError, PackageError
-from .manifest import Manifest, load_manifest
+from .manifest import KV_ITEMSIZE, Manifest, load_manifest
 
 KV_CHUNK = 256   # positions a cache grows by; also its first size
-KV_DTYPES = {"float32": np.float32, "float16": np.float16}
+KV_DTYPES = {name: np.dtype(name).type for name in KV_ITEMSIZE}   # the manifest's KV types as numpy types
 _KEEP_ONE = np.ones(1, np.int64)   # logits_to_keep as forward() runs it (the graph's default)
 
 
@@ -192,7 +192,8 @@ class ModelSession:
                                              session_options(self.threads, spinning=spinning),
                                              providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types without a common base
-            raise PackageError(f"{self.manifest.file('model')}: onnxruntime could not load it: {str(e).splitlines()[0]}") from e
+            raise PackageError(f"{self.manifest.file('model')}: onnxruntime could not load it: "
+                               f"{str(e).splitlines()[0]}") from e
         io, kv = self.manifest.io, self.manifest.kv
         self.n_layers = kv.num_layers
         self.vocab = self.manifest.model.vocab_size

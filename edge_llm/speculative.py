@@ -44,15 +44,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from statistics import median
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from .errors import PackageError
 from .logits import apply_processors
+from .manifest import AccuracySpec
 from .sampling import SamplingParams, _filtered_probs
 
 MAX_DRAFT = 10          # draft tokens checked per forward at most
@@ -96,10 +97,7 @@ def rows_exact(manifest) -> bool:
     activations (accuracy_level 4, the default recipes) quantise each row's activations and the k-row
     and 1-row kernels round differently (up to ~0.4 of a logit); float16 scales run the matmuls on
     float16 activations, whose k-row and 1-row kernels differ by ~0.02. See docs/speculative.md."""
-    q = manifest.quantization
-    if q.get("precision") == "fp32":
-        return True
-    return int(q.get("accuracy_level", 4)) <= 1 and q.get("scale_dtype", "float32") == "float32"
+    return AccuracySpec.of(manifest.quantization).float32_throughout
 
 
 def parse_speculate(text: str | None) -> Speculation:

@@ -7,7 +7,7 @@ from pathlib import Path
 from edge_llm.errors import ExportError
 
 from .exporter import ExportResult, export_checkpoint
-from .recipe import BASE_RECIPE, DEFAULT_RECIPE, RECIPES, Recipe
+from .recipe import ARM_MAX_BLOCK, BASE_RECIPE, DEFAULT_RECIPE, RECIPES, Recipe, arm_block
 
 
 def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetric=None, accuracy_level=None,
@@ -37,9 +37,10 @@ def make_recipe(*, precision="int4", recipe_name=None, block_size=None, asymmetr
         # float32 scales: the KleidiAI path takes float32 activations (float16 ones are another kernel)
         changes["scale_dtype"] = "float32"
         # the recorded block size is the one the graph uses (block_for may lower it further per K)
-        changes["block_size"] = min(block_size or r.block_size, 128)
+        changes["block_size"] = arm_block(block_size or r.block_size)
         if r.head_block_size is not None or "head_block_size" in changes:
-            changes["head_block_size"] = min(changes.get("head_block_size") or r.head_block_size or 128, 128)
+            head = changes.get("head_block_size") or r.head_block_size or ARM_MAX_BLOCK
+            changes["head_block_size"] = arm_block(head)
     r = replace(r, **changes)
     return r if bpw is None else r.with_budget(bpw)
 
@@ -73,10 +74,11 @@ def summary(r: ExportResult) -> str:
     q = r.manifest["quantization"]
     lines = [
         f"exported {r.package}",
-        f"  recipe      {q['precision']}" + (f", block {q['block_size']} (head {q['head_block_size'] or q['block_size']}), "
-                                            f"{'symmetric' if q['symmetric'] else 'asymmetric'}, accuracy level "
-                                            f"{q['accuracy_level']}" + (", float16 scales" if q.get("scale_dtype") == "float16" else "")
-                                            if q["precision"] == "int4" else ""),
+        f"  recipe      {q['precision']}" + (
+            f", block {q['block_size']} (head {q['head_block_size'] or q['block_size']}), "
+            f"{'symmetric' if q['symmetric'] else 'asymmetric'}, accuracy level "
+            f"{q['accuracy_level']}" + (", float16 scales" if q.get("scale_dtype") == "float16" else "")
+            if q["precision"] == "int4" else ""),
         f"  source      {_mb(r.source_bytes)} ({', '.join(r.manifest['source']['files'])})",
         f"  package     {_mb(r.package_bytes)} ({_relative_size(r.package_bytes, r.source_bytes)})",
         f"  time        {r.seconds:.1f} s",
@@ -87,7 +89,8 @@ def summary(r: ExportResult) -> str:
     weights = r.manifest.get("sizes", {}).get("weights_bytes")
     if weights and q["precision"] == "int4":
         target = f" (budget {q['bpw']:g})" if q.get("bpw") else ""
-        lines.append(f"  bits/weight {weights * 8 / params:.2f}{target}: {_mb(weights)} of weights for {params:,} parameters")
+        lines.append(f"  bits/weight {weights * 8 / params:.2f}{target}: {_mb(weights)} of weights for "
+                     f"{params:,} parameters")
     g = q.get("gguf")
     if g:
         lines.append(f"  gguf        {g['gguf_bits_per_weight']:.2f} bits/weight in the GGUF, "

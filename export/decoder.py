@@ -18,15 +18,14 @@ Folding happens in float32 before quantization; hooks at their neutral value (1.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 from onnx import TensorProto, helper
 
-from dataclasses import asdict, dataclass, field
-
 from edge_llm.errors import ExportError
-from edge_llm.manifest import IOSpec
+from edge_llm.manifest import KV_DTYPES, IOSpec
 
 from .families import DecoderConfig
 from .gguf_blocks import Carried, concat, dequantize_carried, scaled
@@ -35,7 +34,7 @@ from .quant import QTensor, dequantize, pack_bits, quantize, split_6bit, unpack_
 from .recipe import Recipe
 
 MS = "com.microsoft"
-KV_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
+KV_TYPES = {name: helper.np_dtype_to_tensor_dtype(np.dtype(name)) for name in KV_DTYPES}   # the manifest's, in ONNX
 IO = asdict(IOSpec())   # the standard names (onnxruntime-genai's); recorded in the manifest
 
 
@@ -47,7 +46,7 @@ class TablePlan:
     block: int = 0                 # 0: not quantized (fp32)
     nb: int = 0
     bits: int = 0
-    parts: list = field(default_factory=list)   # [(prefix, kernel bits, initializer names)] as _part_names
+    parts: list[tuple[str, int, list[str]]] = field(default_factory=list)   # (prefix, kernel bits, names): _part_names
     mins: str | None = None        # a carried GGUF table's per-block minimums: a float32 (V, nb) tensor
 
 
@@ -189,7 +188,8 @@ class DecoderGraph:
         if c.mins is None:
             return y
         mins = self._mins_weight(f"{stored}.mins", np.ascontiguousarray(c.mins.T), path=path)   # (nb, N)
-        m = self.g.op1("MatMul", [self._block_sum(x, block=c.q.block_size, k=k, path=path), mins], f"{path}/mins/MatMul")
+        m = self.g.op1("MatMul", [self._block_sum(x, block=c.q.block_size, k=k, path=path), mins],
+                       f"{path}/mins/MatMul")
         return self.g.op1("Add", [y, m], f"{path}/mins/Add")
 
     def _mins_weight(self, name: str, mins: np.ndarray, *, path: str) -> str:
@@ -242,7 +242,8 @@ class DecoderGraph:
         L = cfg.num_layers
         inputs = [
             helper.make_tensor_value_info(IO["input_ids"], TensorProto.INT64, ["batch_size", "sequence_length"]),
-            helper.make_tensor_value_info(IO["attention_mask"], TensorProto.INT64, ["batch_size", "total_sequence_length"]),
+            helper.make_tensor_value_info(IO["attention_mask"], TensorProto.INT64,
+                                          ["batch_size", "total_sequence_length"]),
         ]
         outputs = [helper.make_tensor_value_info(IO["logits"], TensorProto.FLOAT, ["batch_size", 1, cfg.vocab_size])]
         kv_shape_in = ["batch_size", cfg.num_kv_heads, "past_sequence_length", cfg.head_dim]
@@ -262,15 +263,18 @@ class DecoderGraph:
         for i in range(L):
             inv = cfg.inv_freq(i)
             if inv.tobytes() not in rotary:
-                rotary[inv.tobytes()] = self._rotary_caches(inv, "/model/rotary" + (f"_{len(rotary)}" if rotary else ""))
+                suffix = f"_{len(rotary)}" if rotary else ""
+                rotary[inv.tobytes()] = self._rotary_caches(inv, "/model/rotary" + suffix)
         head = self._head_plan()
         x = self._embedding(head)
 
         residual, pending = x, None      # `pending` = last branch output not yet added to the residual
         for i in range(L):
             p = f"model.layers.{i}"
-            normed, residual = self._norm(pending, residual, f"{p}.input_layernorm.weight", f"/model/layers.{i}/input_layernorm")
-            attn = self._branch_norm(self._attention(i, normed, seqlens_k, total_len, *rotary[cfg.inv_freq(i).tobytes()]),
+            normed, residual = self._norm(pending, residual, f"{p}.input_layernorm.weight",
+                                          f"/model/layers.{i}/input_layernorm")
+            attn = self._branch_norm(self._attention(i, normed, seqlens_k, total_len,
+                                                     *rotary[cfg.inv_freq(i).tobytes()]),
                                      f"{p}.attn_out_norm.weight", f"/model/layers.{i}/attn_out_norm")
             normed, residual = self._norm(attn, residual, f"{p}.post_attention_layernorm.weight",
                                           f"/model/layers.{i}/post_attention_layernorm")
@@ -404,12 +408,14 @@ class DecoderGraph:
                 m = g.op1("Gather", [table.mins, ids], "/model/embed_tokens/mins/Gather", axis=0)
                 m = g.op1("Unsqueeze", [m, g.const([-1])], "/model/embed_tokens/mins/Unsqueeze")
                 x = g.op1("Add", [x, m], "/model/embed_tokens/mins/Add")
-            shape = g.op1("Concat", [g.op1("Slice", [g.op1("Shape", [ids], "/model/embed_tokens/Shape"), g.const([0]), g.const([2])],
+            shape = g.op1("Concat", [g.op1("Slice", [g.op1("Shape", [ids], "/model/embed_tokens/Shape"),
+                                                     g.const([0]), g.const([2])],
                                            "/model/embed_tokens/Slice"), g.const([nb * bs])],
                           "/model/embed_tokens/Concat", axis=0)
             x = g.op1("Reshape", [x, shape], "/model/embed_tokens/Reshape")
             if nb * bs != cfg.hidden_size:
-                x = g.op1("Slice", [x, g.const([0]), g.const([cfg.hidden_size]), g.const([2])], "/model/embed_tokens/Trim")
+                x = g.op1("Slice", [x, g.const([0]), g.const([cfg.hidden_size]), g.const([2])],
+                          "/model/embed_tokens/Trim")
             if not table.mins:
                 x = self._cast(x, "/model/embed_tokens/Cast", TensorProto.FLOAT)
         if cfg.embedding_scale == 1.0:
@@ -446,7 +452,8 @@ class DecoderGraph:
                     q_k_v + [IO["past_key"].format(i=i), IO["past_value"].format(i=i), seqlens_k, total_len]
                     + ([cos, sin] if rotary else []),
                     f"{path}/GroupQueryAttention", domain=MS,
-                    outputs=[f"{path}/GroupQueryAttention/output_0", IO["present_key"].format(i=i), IO["present_value"].format(i=i)],
+                    outputs=[f"{path}/GroupQueryAttention/output_0", IO["present_key"].format(i=i),
+                             IO["present_value"].format(i=i)],
                     num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=int(rotary), rotary_interleaved=0,
                     scale=cfg.softmax_scale, **self._window(i))[0]
         if half:
@@ -523,7 +530,8 @@ class DecoderGraph:
         """h[:, -logits_to_keep:, :] so prefill never materialises (T, vocab) logits."""
         g = self.g
         start = g.op1("Neg", [IO["logits_to_keep"]], "/model/logits_to_keep/Neg")
-        return g.op1("Slice", [h, start, g.const([np.iinfo(np.int64).max]), g.const([1])], "/model/logits_to_keep/Slice")
+        return g.op1("Slice", [h, start, g.const([np.iinfo(np.int64).max]), g.const([1])],
+                     "/model/logits_to_keep/Slice")
 
     def _lm_head(self, h: str, head) -> str:
         cfg, g = self.cfg, self.g

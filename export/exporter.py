@@ -13,7 +13,17 @@ import onnx
 
 from edge_llm import __version__
 from edge_llm.errors import CheckpointError, ExportError
-from edge_llm.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, file_entry
+from edge_llm.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    KV_DTYPES,
+    MANIFEST_NAME,
+    IOSpec,
+    KVSpec,
+    ModelSpec,
+    file_entry,
+    to_json,
+)
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .decoder import IO, DecoderGraph
@@ -71,7 +81,8 @@ def _open_source(src: Path):
 
 def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force: bool = False,
                       validate: bool = True, context_length: int | None = None, kv_dtype: str = "float32",
-                      progress: Callable[[str, int, int], None] | None = None, bpw: float | None = None) -> ExportResult:
+                      progress: Callable[[str, int, int], None] | None = None,
+                      bpw: float | None = None) -> ExportResult:
     """`bpw`: a bits-per-weight budget on top of `recipe` (Recipe.with_budget): weight bytes <= bpw x parameters / 8."""
     src, out = Path(src), Path(out)
     if bpw is not None:
@@ -88,8 +99,8 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
         ckpt = CanonicalTensors(ckpt, family, cfg)      # every reader below sees the canonical names
         check_tensors(ckpt, cfg)
         ctx = context_length or min(cfg.max_position_embeddings, MAX_DEFAULT_CONTEXT)
-        if kv_dtype not in ("float32", "float16"):
-            raise ExportError(f"kv dtype '{kv_dtype}' is not supported (float32 or float16)")
+        if kv_dtype not in KV_DTYPES:
+            raise ExportError(f"kv dtype '{kv_dtype}' is not supported ({' or '.join(KV_DTYPES)})")
         if not 1 <= ctx <= cfg.max_position_embeddings:
             raise ExportError(f"context length {ctx} is outside 1..{cfg.max_position_embeddings} (the model's maximum)")
         # progress counts the 2-D weights (linear layers and tables), the tensors that take the time
@@ -106,7 +117,8 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
             calibrator, importance = None, {}
             if recipe.needs_calibration:
                 from .calibrate import Calibrator, calibration_ids, collect_importance
-                ids = calibration_ids(tokenizer.encode, tok["bos_id"], recipe.calibration, n_seq=recipe.calibration_seqs,
+                ids = calibration_ids(tokenizer.encode, tok["bos_id"], recipe.calibration,
+                                      n_seq=recipe.calibration_seqs,
                                       seq_len=recipe.calibration_len)
                 if "gptq" in (recipe.method, recipe.head_method):
                     calibrator = Calibrator(cfg, ckpt.load, ids)
@@ -120,7 +132,8 @@ def export_checkpoint(src: Path, out: Path, *, recipe: Recipe = Recipe(), force:
                                  bpw=recipe.bpw or round(plan.budget_bytes * 8 / plan.parameters, 4))
             writer = ExternalDataWriter(tmp, DATA_FILE)
             try:
-                graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx, kv_dtype=kv_dtype,
+                graph = DecoderGraph(cfg, recipe, GraphBuilder(writer), get=ckpt.load, context_length=ctx,
+                                     kv_dtype=kv_dtype,
                                      calibrator=calibrator, importance=importance, progress=on_tensor,
                                      carried=ckpt.carried)
                 model = graph.build()
@@ -166,19 +179,15 @@ def build_manifest(cfg: DecoderConfig, family: Family, recipe: Recipe, tok: dict
         "format_version": FORMAT_VERSION,
         "exporter": {"name": "edge-llm", "version": __version__,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        "model": {
-            "architecture": cfg.architecture, "family": family.name,
-            "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
-            "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim, "intermediate_size": cfg.intermediate_size,
-            "vocab_size": cfg.vocab_size, "context_length": context_length,
-            "parameters": parameter_count(cfg),
-            "details": {**cfg.details(), "max_position_embeddings": cfg.max_position_embeddings},
-        },
+        "model": to_json(ModelSpec(
+            **{**cfg.shape(), "family": family.name}, context_length=context_length, parameters=parameter_count(cfg),
+            details={**cfg.details(), "max_position_embeddings": cfg.max_position_embeddings},
+        )),
         "files": {key: file_entry(folder, name) for key, name in files.items()},
-        "io": dict(IO),
-        "kv_cache": {"layout": "BNSH", "dtype": kv_dtype, "num_layers": cfg.num_layers,
-                     "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
-                     "shared_past_present": True, "max_length": context_length},
+        "io": to_json(IOSpec()),
+        "kv_cache": to_json(KVSpec(layout="BNSH", dtype=kv_dtype, num_layers=cfg.num_layers,
+                                   num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+                                   shared_past_present=True, max_length=context_length)),
         "quantization": {**recipe.to_dict(), "worst_tensor": report.worst(),
                          "mean_rel_rms_error": report.mean()},
         "tokenizer": tok,

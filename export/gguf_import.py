@@ -33,7 +33,8 @@ MAGIC = b"GGUF"
 class GgufArch:
     """How one llama.cpp architecture maps onto this exporter's family registry."""
     hf_architecture: str
-    permute_qk: bool                 # convert_hf_to_gguf.py's LlamaModel.permute on q/k rows (rotate-half → interleaved)
+    permute_qk: bool                 # convert_hf_to_gguf.py's LlamaModel.permute on q/k rows
+                                     # (rotate-half → interleaved)
     extra: tuple[tuple[str, str], ...] = ()   # (HF config key, how it is derived) for family-specific keys
 
 

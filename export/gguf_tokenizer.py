@@ -92,12 +92,14 @@ def llama_tokenizer(meta: dict, source: Path):
     usable = {t for t, ty in zip(tokens, types) if ty in (1, 4)}        # normal and user pieces merge
     unk_id = meta.get("tokenizer.ggml.unknown_token_id")
     unk = tokens[int(unk_id)] if unk_id is not None else None
-    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=_score_merges(tokens, scores, usable=usable),
+    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)},
+                              merges=_score_merges(tokens, scores, usable=usable),
                               unk_token=unk, fuse_unk=True, byte_fallback=True))
     prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
     # llama.cpp puts the space prefix before every text fragment after a special token (and the first one),
     # even one that already starts with spaces: a normalizer does the same per fragment (Metaspace would not)
-    tk.normalizer = normalizers.Sequence(([normalizers.Prepend("▁")] if prefix else []) + [normalizers.Replace(" ", "▁")])
+    tk.normalizer = normalizers.Sequence(([normalizers.Prepend("▁")] if prefix else [])
+                                         + [normalizers.Replace(" ", "▁")])
     steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     tk.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
     return tk, tokens, None

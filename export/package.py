@@ -57,7 +57,8 @@ def check_target(target: Path, *, force: bool, source: Path | None = None) -> No
             where = "is" if real == src else "is inside"
             raise ExportError(f"refusing to write the package to '{target}': it {where} the checkpoint folder {source}")
         if _inside(src, real):
-            raise ExportError(f"refusing to write the package to '{target}': it contains the checkpoint folder {source}")
+            raise ExportError(f"refusing to write the package to '{target}': it contains the checkpoint folder "
+                              f"{source}")
     if not (target.exists() or target.is_symlink()):
         return
     if not force:

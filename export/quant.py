@@ -177,9 +177,9 @@ def quantize(w: np.ndarray, *, bits: int = 4, block_size: int = 32, symmetric: b
     """Quantize a (N, K) float matrix blockwise along K to `bits` (2, 4, 6 or 8).
 
     `clip_search` picks, per block, the range shrink factor with the least squared reconstruction error;
-    `refine` then refits the scale by least squares (with clip_search); `importance` (K,) weights that error per input column (the
-    imatrix idea: columns whose activations are large matter more). Rows are processed in chunks so a
-    122k x 2304 embedding never needs more than a few copies of `chunk_rows` rows in memory.
+    `refine` then refits the scale by least squares (with clip_search); `importance` (K,) weights that error
+    per input column (the imatrix idea: columns whose activations are large matter more). Rows are processed
+    in chunks so a 122k x 2304 embedding never needs more than a few copies of `chunk_rows` rows in memory.
     """
     if block_size not in SUPPORTED_BLOCK_SIZES:
         raise ValueError(f"block size {block_size} is not one of {SUPPORTED_BLOCK_SIZES}")

@@ -7,6 +7,13 @@ from edge_llm.errors import ExportError
 
 from .quant import SUPPORTED_BITS, SUPPORTED_BLOCK_SIZES
 
+ARM_MAX_BLOCK = 128   # onnxruntime's ARM (KleidiAI) int4 kernels take blocks of at most this
+
+
+def arm_block(bs: int) -> int:
+    """The largest block the ARM kernels take for a wanted one (the one place the rule lives)."""
+    return min(bs, ARM_MAX_BLOCK)
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -77,7 +84,7 @@ class Recipe:
     def block_for_target(self, bs: int, k: int) -> int:
         """The block a tensor with K inputs takes for a wanted block: on ARM at most 128 and dividing K."""
         if self.target == "arm":
-            bs = min(bs, 128)
+            bs = arm_block(bs)
             while bs > 32 and k % bs:
                 bs //= 2
         return self.fit(bs, k)

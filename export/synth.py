@@ -111,7 +111,7 @@ def release_config(fields: dict, *, name: str) -> dict:
 def tensor_shapes(fields: dict) -> dict[str, tuple[int, ...]]:
     """Every tensor of the release in its state-dict order (no lm_head.weight: tied to the embedding)."""
     if "architectures" in fields and fields["architectures"] != ["MiniCPMForCausalLM"]:
-        from .families import family_for       # the exporter's own expectations: one source of truth
+        from .families import family_for  # the exporter's own expectations: one source of truth
         return dict(family_for(release_config(fields, name="synthetic"))[1].expected_shapes())
     d, ff = fields["hidden_size"], fields["intermediate_size"]
     kvd = fields["num_key_value_heads"] * (d // fields["num_attention_heads"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge_llm.chat_template import render
 from edge_llm.errors import ChatTemplateError, CheckpointError, PackageError
-from edge_llm.manifest import ChatSpec, TokenizerSpec
+from edge_llm.manifest import ChatSpec, TokenizerSpec, to_json
 from edge_llm.tokenizer import Tokenizer
 
 from .families import DecoderConfig, Family
@@ -74,7 +74,8 @@ def tokenizer_spec(src: Path, cfg: DecoderConfig) -> tuple[dict, Tokenizer]:
     except PackageError as e:
         raise CheckpointError(str(e)) from e
     if tok.vocab_size > cfg.vocab_size:
-        raise CheckpointError(f"{src / file}: {tok.vocab_size} tokens, more than the model's vocab_size {cfg.vocab_size}")
+        raise CheckpointError(f"{src / file}: {tok.vocab_size} tokens, more than the model's vocab_size "
+                              f"{cfg.vocab_size}")
     bos_id = cfg.bos_token_id if cfg.bos_token_id is not None else (tok.token_id(bos_token) if bos_token else None)
     if bos_token is None and bos_id is not None and backend == "sentencepiece":
         bos_token = tok.backend.sp.IdToPiece(bos_id)
@@ -92,9 +93,10 @@ def tokenizer_spec(src: Path, cfg: DecoderConfig) -> tuple[dict, Tokenizer]:
         eos.append(tok.token_id(eos_token))
     if not eos:
         raise CheckpointError(f"{src}: no end-of-sequence token id (config.json / generation_config.json eos_token_id)")
-    spec = {"backend": backend, "file": file, "add_bos": add_bos, "add_eos": bool(tc.get("add_eos_token", False)),
-            "prepend_space": prepend, "bos_id": bos_id, "eos_ids": eos, "bos_token": bos_token, "eos_token": eos_token}
-    return spec, Tokenizer(TokenizerSpec(**{**spec, "eos_ids": tuple(eos)}), src)
+    spec = TokenizerSpec(backend=backend, file=file, add_bos=add_bos, add_eos=bool(tc.get("add_eos_token", False)),
+                         prepend_space=prepend, bos_id=bos_id, eos_ids=tuple(eos), bos_token=bos_token,
+                         eos_token=eos_token)
+    return to_json(spec), Tokenizer(spec, src)
 
 
 def _template(src: Path, tc: dict, family: Family) -> tuple[str | None, str]:
@@ -131,5 +133,4 @@ def chat_spec(src: Path, family: Family, tok: Tokenizer, tok_spec: dict) -> dict
         render(spec, probe, add_generation_prompt=True)
     except ChatTemplateError as e:
         raise CheckpointError(f"{src}: chat template ({source}): {e}") from e
-    return {"template": template, "source": source, "stop_ids": stop, "stop_strings": list(spec.stop_strings),
-            "bos_token": spec.bos_token, "eos_token": spec.eos_token, "add_bos": spec.add_bos}
+    return to_json(spec)

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from edge_llm.bench import runner as bench_runner
-from edge_llm.bench.energy import find_energy_counters, select_counters
 from edge_llm.bench.report import SCHEMA, SCHEMA_VERSION, ReportError, compare_reports, render_markdown
 from edge_llm.cli import main
+from edge_llm.metering.energy import find_energy_counters, select_counters
 
 TOP_LEVEL = {"schema", "schema_version", "created", "command", "interrupted", "machine", "package", "settings",
              "energy", "cost_settings", "runs", "bandwidth", "notes", "cost_example", "load_average"}

@@ -2,11 +2,10 @@
 import json
 
 import numpy as np
+from conftest import NEEDS_SHARED
 
 from edge_llm.cli import BUNDLED
 from edge_llm.manifest import load_manifest
-
-from conftest import NEEDS_SHARED
 
 
 def test_bundled_package_loads_and_chats():

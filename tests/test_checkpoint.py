@@ -11,7 +11,7 @@ import pytest
 
 from edge_llm.errors import CheckpointError, UnsafePickleError
 from edge_llm.export.checkpoint import bf16_to_float32, float32_to_bf16, open_checkpoint
-from edge_llm.export.synth import synthetic_tensor, tensor_shapes, resolve_shape, write_synthetic
+from edge_llm.export.synth import resolve_shape, synthetic_tensor, tensor_shapes, write_synthetic
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TINY = SHARED / "fixtures" / "minicpm-tiny"

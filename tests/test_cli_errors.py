@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import FIXTURES, NEEDS_SHARED
 
 from edge_llm import cli
 from edge_llm.cli import main
-
-from conftest import FIXTURES, NEEDS_SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -314,7 +313,7 @@ def test_eval_default_is_a_few_minutes():
 # ---------------------------------------------------------------- module layout and wheels
 
 def test_no_import_cycle_between_cli_and_commands():
-    code = ("import sys, edge_llm.commands, edge_llm.bench.cli, edge_llm.eval_cli; "
+    code = ("import sys, edge_llm.serve.cli, edge_llm.bench.cli, edge_llm.eval_cli; "
             "assert 'edge_llm.cli' not in sys.modules, 'importing the commands imported cli'; "
             "from edge_llm.paths import BUNDLED; assert (BUNDLED / 'manifest.json').is_file()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -2,11 +2,16 @@
 
 import pytest
 
-from edge_llm.bench.cost import (
-    CostInputError, cost_report, electricity_cost_per_mtok, hardware_cost_per_mtok,
-    lifetime_tokens, minicpm_phone_example, tokens_per_currency,
-)
 from edge_llm.errors import EdgeLLMError
+from edge_llm.metering.cost import (
+    CostInputError,
+    cost_report,
+    electricity_cost_per_mtok,
+    hardware_cost_per_mtok,
+    lifetime_tokens,
+    minicpm_phone_example,
+    tokens_per_currency,
+)
 
 
 def test_minicpm_phone_example():

@@ -4,9 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_llm.bench import energy
-from edge_llm.bench.energy import (
-    EnergyMeter, PowerModel, counter_delta, default_power_model, find_energy_counters,
+from edge_llm.metering import energy
+from edge_llm.metering.energy import (
+    EnergyMeter,
+    PowerModel,
+    counter_delta,
+    default_power_model,
+    find_energy_counters,
 )
 
 MAX_RANGE = 262_143_328_850  # a real package-0 max_energy_range_uj

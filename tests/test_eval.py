@@ -6,10 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, NEEDS_SHARED
 
 from edge_llm.evaluate import _log_softmax, corpus_tokens, evaluate
-
-from conftest import FIXTURES, NEEDS_SHARED
 
 pytestmark = NEEDS_SHARED
 TEXT = FIXTURES / "corpus-valid.txt"

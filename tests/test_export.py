@@ -7,13 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import NEEDS_SHARED, TINY
 
 from edge_llm.errors import CheckpointError, ExportError
 from edge_llm.export.exporter import export_checkpoint
 from edge_llm.export.recipe import Recipe
 from edge_llm.session import ModelSession
-
-from conftest import NEEDS_SHARED, TINY
 
 
 @NEEDS_SHARED
@@ -217,6 +216,7 @@ def test_cli_error_is_one_line_and_nonzero(tmp_path):
 def test_target_arm_stays_on_kleidiai_path(tmp_path):
     """--target arm: symmetric int4, block a multiple of 32, at most 128 and a divisor of K, for every matmul."""
     import onnx
+
     from edge_llm.export.cli_support import make_recipe
     recipe = make_recipe(recipe_name="clip-asym-b128", block_size=256, target="arm")
     out = tmp_path / "arm"

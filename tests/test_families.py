@@ -230,8 +230,6 @@ def test_float16_kv_cache_halves_kv_bytes_and_keeps_greedy(tmp_path):
 
 def test_synthetic_gqa_shape_uses_the_registry(tmp_path):
     """`synth --shape qwen2.5-1.5b` (2 layers here) writes exactly the tensors the Qwen2 family expects."""
-    from edge_llm.export.checkpoint import open_checkpoint
-    from edge_llm.export.config import config_for
     from edge_llm.export.synth import SHAPES, resolve_shape, tensor_shapes
     fields = resolve_shape("qwen2.5-1.5b", layers=2)
     shapes = tensor_shapes(fields)
@@ -251,6 +249,7 @@ def test_ids_past_the_tokenizer_decode_to_nothing():
 
 def test_cli_export_records_kv_dtype_and_context_length(tmp_path):
     from click.testing import CliRunner
+
     from edge_llm.cli import main
     out = tmp_path / "pkg"
     r = CliRunner().invoke(main, ["export", str(DATA / "qwen2"), "-o", str(out), "--kv-dtype", "float16",

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from fuzz_settings import fuzz
+from hypothesis import given
+from hypothesis import strategies as st
+from test_checkpoint import _i, _s, _tensor  # the pickle-opcode builders of the reader's own tests
 
 from edge_llm.errors import CheckpointError, UnsafePickleError
 from edge_llm.export.checkpoint import ITEMSIZE, bf16_to_float32, float32_to_bf16, open_checkpoint
-from fuzz_settings import fuzz
-from test_checkpoint import _s, _i, _tensor   # the pickle-opcode builders of the reader's own tests
 
 CONFIG = json.dumps({"architectures": ["MiniCPMForCausalLM"]})
 ST_DTYPES = {"BF16": 2, "F16": 2, "F32": 4}

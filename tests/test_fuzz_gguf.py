@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("gguf")
 
-from edge_llm.errors import CheckpointError  # noqa: E402
 from fuzz_settings import fuzz  # noqa: E402
 from gguf_helpers import TinyGguf, write_tiny  # noqa: E402
+
+from edge_llm.errors import CheckpointError  # noqa: E402
 
 _TMP = tempfile.TemporaryDirectory(prefix="edge-llm-fuzz-gguf-")
 _SEED = Path(_TMP.name) / "seed.gguf"

@@ -11,11 +11,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from fuzz_settings import fuzz, known_crash
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge_llm.errors import PackageError
 from edge_llm.manifest import file_entry, load_manifest
-from fuzz_settings import fuzz, known_crash
 
 _TMP = tempfile.TemporaryDirectory(prefix="edge-llm-fuzz-manifest-")
 PKG = Path(_TMP.name)

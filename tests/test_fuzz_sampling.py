@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from fuzz_settings import fuzz
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from edge_llm.sampling import SamplingParams, _filtered_probs, apply_repetition_penalty, make_sampler
-from fuzz_settings import fuzz
 
 params = st.builds(
     SamplingParams,

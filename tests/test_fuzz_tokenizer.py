@@ -8,10 +8,10 @@ sentencepiece tokenizer of the trained fixture (skipped when ../shared is absent
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, reject, strategies as st
-
 from conftest import TINY
 from fuzz_settings import fuzz
+from hypothesis import given, reject
+from hypothesis import strategies as st
 
 MODEL = TINY / "tokenizer.model"
 pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason=f"fixture tokenizer {MODEL} not present")

@@ -26,6 +26,7 @@ def test_block_formats_carry_exactly(qtype):
     """Each format's codes, scales, zero points and minimums give gguf's own dequantization bit for bit, and
     a 6-bit (4+2) form splits into parts whose sum is the same tensor."""
     from gguf_helpers import block_bytes
+
     from edge_llm.export.quant import dequantize
     raw = block_bytes(np.random.default_rng(1), qtype, rows=8, k=512)
     want = gguf.quants.dequantize(raw, getattr(gguf.GGMLQuantizationType, qtype)).reshape(8, 512)
@@ -46,8 +47,8 @@ def _export(path: Path, out: Path, *, accuracy_level=1, precision="int4"):
 
 
 def _logits_vs_reference(gguf_path: Path, pkg: Path, n: int = 24):
-    from edge_llm.export.gguf_import import open_gguf
     from edge_llm.export.families import family_for
+    from edge_llm.export.gguf_import import open_gguf
     from edge_llm.export.reference import forward
     from edge_llm.session import ModelSession
     ids = np.random.default_rng(3).integers(0, 200, n)
@@ -201,6 +202,7 @@ BAD = {
 @pytest.mark.parametrize("kind", list(BAD))
 def test_bad_gguf_is_one_line(kind, tmp_path):
     from click.testing import CliRunner
+
     from edge_llm.cli import main
     p = _bad(kind, tmp_path)
     res = CliRunner().invoke(main, ["export", str(p), "-o", str(tmp_path / "pkg")])
@@ -242,6 +244,7 @@ def test_qk_rows_are_unpermuted_for_llama_family(arch, permuted, tmp_path):
     """llama.cpp's converter permutes q/k rows for llama-family models (interleaved rotary); the loader and
     the carried tensor undo it, so permute(loaded) is the GGUF's own tensor again. Qwen GGUFs are not permuted."""
     from gguf_helpers import HEADS, KV_HEADS, permute
+
     from edge_llm.export.gguf_import import open_gguf
     src = write_tiny(tmp_path / "m.gguf", TinyGguf(arch=arch, types={"attn_q": "Q6_K", "attn_k": "Q4_1"}))
     r = gguf.GGUFReader(str(src))
@@ -261,6 +264,7 @@ def test_packed_tensors_of_different_forms_stay_exact():
     """q|k packed from a Q4_0 (implicit zero point 8, no minimum) and a Q4_1 with an explicit zero point and
     minimums: the implicit zero point and a zero minimum are made explicit, the stack dequantizes as before."""
     from gguf_helpers import block_bytes
+
     from edge_llm.export.gguf_blocks import concat
     a = carry(block_bytes(np.random.default_rng(2), "Q4_0", rows=3, k=64), "Q4_0", shape=(3, 64))
     qs = np.arange(16, dtype=np.uint8)
@@ -299,6 +303,7 @@ def test_bpw_on_a_quantized_gguf_is_one_line(tmp_path):
     """--bpw re-plans bits per tensor; a GGUF's quantized tensors are carried as they are, so it is refused
     by name there — and works on a float GGUF, whose tensors the recipe quantizes."""
     from click.testing import CliRunner
+
     from edge_llm.cli import main
     src = write_tiny(tmp_path / "q.gguf", TinyGguf(types=MIX))
     res = CliRunner().invoke(main, ["export", str(src), "-o", str(tmp_path / "pkg"), "--bpw", "5"])
@@ -324,6 +329,7 @@ def test_default_export_of_a_quantized_gguf_carries_it_without_a_budget(tmp_path
     """The default recipe plans a budget for a Hugging Face folder; a GGUF without --bpw takes the
     base recipe instead (its tensors are carried), so a plain `edge-llm export q.gguf` works."""
     from click.testing import CliRunner
+
     from edge_llm.cli import main
     from edge_llm.export.recipe import BASE_RECIPE, DEFAULT_RECIPE, RECIPES
     assert RECIPES[DEFAULT_RECIPE].planned and not RECIPES[BASE_RECIPE].planned

@@ -162,7 +162,7 @@ def test_bench_markdown_shows_the_known_figures(bench_report):
 # ---- cost: the whole report, so no field, note or default can drift unseen -------------------------
 
 def test_cost_report_every_field():
-    from edge_llm.bench.cost import cost_report
+    from edge_llm.metering.cost import cost_report
     r = cost_report(tokens_per_s=10.0, device_price=1000.0, lifetime_years=2.0, duty_cycle=0.5,
                     joules_per_token=3.6, price_per_kwh=0.6, energy_measured=True, days_per_year=360.0)
     tokens = 10.0 * 86_400 * 360 * 2 * 0.5                                # 311,040,000
@@ -177,7 +177,7 @@ def test_cost_report_every_field():
 
 
 def test_cost_report_says_what_it_left_out():
-    from edge_llm.bench.cost import cost_report
+    from edge_llm.metering.cost import cost_report
     r = cost_report(tokens_per_s=7.5, device_price=600.0)                 # no lifetime, no energy
     assert r["hardware_per_mtok"] is None and r["lifetime_tokens"] is None and r["total_per_mtok"] is None
     assert r["assumptions"]["duty_cycle"] == 1.0 and r["currency"] == "USD"
@@ -195,7 +195,7 @@ def test_cost_report_says_what_it_left_out():
 
 
 def test_cost_days_per_year_reaches_every_figure():
-    from edge_llm.bench.cost import hardware_cost_per_mtok, lifetime_tokens, tokens_per_currency
+    from edge_llm.metering.cost import hardware_cost_per_mtok, lifetime_tokens, tokens_per_currency
     assert lifetime_tokens(tokens_per_s=1.0, lifetime_years=1.0, days_per_year=100.0) == 8_640_000
     hw = hardware_cost_per_mtok(device_price=86.4, lifetime_years=1.0, duty_cycle=1.0, tokens_per_s=1.0,
                                 days_per_year=100.0)
@@ -223,13 +223,13 @@ def test_cost_days_per_year_reaches_every_figure():
      "total cost is zero; tokens per currency unit is unbounded"),
 ])
 def test_cost_input_errors_name_the_value(call, message):
-    from edge_llm.bench import cost
+    from edge_llm.metering import cost
     with pytest.raises(cost.CostInputError, match=f"^{message}$"):
         call(cost)
 
 
 def test_cost_zero_prices_are_allowed_where_meaningful():
-    from edge_llm.bench import cost
+    from edge_llm.metering import cost
     assert cost.hardware_cost_per_mtok(device_price=0.0, lifetime_years=1.0, duty_cycle=1.0, tokens_per_s=1.0) == 0
     # a total below one currency unit per Mtok is still a number, not "unbounded"
     assert cost.tokens_per_currency(device_price=0.0, lifetime_years=1.0, duty_cycle=1.0, tokens_per_s=1.0,
@@ -237,7 +237,7 @@ def test_cost_zero_prices_are_allowed_where_meaningful():
 
 
 def test_minicpm_phone_example_labels():
-    from edge_llm.bench.cost import minicpm_phone_example
+    from edge_llm.metering.cost import minicpm_phone_example
     ex = minicpm_phone_example()
     assert ex["device"] == "Snapdragon 855 phone (MiniCPM-2B, int4)"
     assert ex["claimed_tokens_per_currency"] == 1.7e6

@@ -11,11 +11,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from test_checkpoint import _folder, _i, _s, _tensor, _torch_zip, _write_safetensors
 
 from edge_llm.errors import CheckpointError, UnsafePickleError
 from edge_llm.export import checkpoint
 from edge_llm.export.checkpoint import float32_to_bf16, open_checkpoint
-from test_checkpoint import _folder, _i, _s, _tensor, _torch_zip, _write_safetensors
 
 
 def _st(tmp_path, raw: bytes):

@@ -1,4 +1,4 @@
-"""Known answers for the energy meter (edge_llm/bench/energy.py) beyond tests/test_energy.py: the power
+"""Known answers for the energy meter (edge_llm/metering/energy.py) beyond tests/test_energy.py: the power
 model defaults and their labels, counter discovery and selection edge cases, counters that break in
 the middle of a window, idle subtraction only when asked, and the exact notes a reading carries.
 Written from the surviving mutants of benchmarks/mutation/run_mutation.py."""
@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from edge_llm.bench import energy
-from edge_llm.bench.energy import (EnergyMeter, PowerModel, default_power_model, find_energy_counters,
-                                   process_cpu_seconds, select_counters)
+from edge_llm.metering import energy
+from edge_llm.metering.energy import (
+    EnergyMeter,
+    PowerModel,
+    default_power_model,
+    find_energy_counters,
+    process_cpu_seconds,
+    select_counters,
+)
 
 MEASURED_NOTE = "whole-package counter: includes every process on the machine, not DRAM, board or display"
 

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from edge_llm.bench import machine
-from edge_llm.bench.machine import (
-    arm_core_name, cores_used, detect_machine, parse_cpuinfo, thread_affinity, threads_per_cluster,
+from edge_llm.metering import machine
+from edge_llm.metering.machine import (
+    arm_core_name,
+    cores_used,
+    detect_machine,
+    parse_cpuinfo,
+    thread_affinity,
+    threads_per_cluster,
 )
 
 SAMPLES = Path(__file__).parent / "data" / "cpuinfo"

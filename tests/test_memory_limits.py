@@ -4,14 +4,13 @@ error before generation starts (CLI: one line, exit 1; server: 503, and it keeps
 from __future__ import annotations
 
 import pytest
+from test_cli_errors import assert_one_line, invoke
 
 import edge_llm.session as session_mod
 from edge_llm.api import Model
 from edge_llm.errors import OutOfMemoryError
 from edge_llm.generate import generate_tokens
 from edge_llm.paths import BUNDLED
-
-from test_cli_errors import assert_one_line, invoke
 
 
 @pytest.fixture(scope="module")

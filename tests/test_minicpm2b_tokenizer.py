@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES
 
 REF = Path(__file__).parent / "data" / "references" / "minicpm2b_tokenizer.json"

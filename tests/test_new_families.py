@@ -7,7 +7,6 @@ the sliding window against full recompute, the config forms the releases use, an
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -162,9 +161,9 @@ def test_minicpm4_longrope_exported_as_the_reference_computes(tmp_path, monkeypa
     """MiniCPM4's newer keys (longrope, kv_channels, use_mup) on a synthetic MiniCPM: graph equals the numpy
     reference, whose longrope maths the Phi-3 tiny checkpoint checks against transformers. No transformers
     class exists for MiniCPM (remote code), so there is no independent reference here."""
+    from edge_llm.export import synth
     from edge_llm.export.checkpoint import open_checkpoint
     from edge_llm.export.reference import forward
-    from edge_llm.export import synth
     from edge_llm.export.synth import write_synthetic
     from edge_llm.session import ModelSession
     monkeypatch.setattr(synth, "MATRIX_STD", 0.3)    # at 0.02 attention is flat and rotary barely shows

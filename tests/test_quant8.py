@@ -110,7 +110,6 @@ def test_float16_scales_halve_scale_bytes_and_keep_the_logits(tmp_path, family):
     scales = {i.name: i.data_type for i in g.initializer if i.name.endswith(".scales")}
     assert scales and set(scales.values()) == {onnx.TensorProto.FLOAT16}
     n_mm = sum(n.op_type == "MatMulNBits" for n in g.node)
-    n_gbq = sum(n.op_type == "GatherBlockQuantized" for n in g.node)
     to16 = [n for n in g.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16]
     assert len(to16) == n_mm                                   # one per MatMulNBits input (q|k|v share one)
     assert sum(n.op_type == "Cast" and n.name.endswith("/Cast_out") for n in g.node) == n_mm

@@ -1,12 +1,11 @@
 """Runtime: greedy decoding against the fixture's independent implementation, cache correctness, limits."""
 import numpy as np
 import pytest
+from conftest import NEEDS_SHARED
 
 from edge_llm.api import Conversation, Model
 from edge_llm.errors import ContextFullError
 from edge_llm.sampling import SamplingParams
-
-from conftest import NEEDS_SHARED
 
 pytestmark = NEEDS_SHARED
 

@@ -4,7 +4,6 @@ import asyncio
 import json
 import re
 import threading
-import time
 
 import pytest
 
@@ -13,9 +12,9 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 
-from edge_llm.sampling import SamplingParams  # noqa: E402
-
 from serve_helpers import GREEDY, NO_EOS, ServerThread  # noqa: E402
+
+from edge_llm.sampling import SamplingParams  # noqa: E402
 
 QUESTIONS = ["Quote John 3:16.", 'What does "lantern" mean?', "请背诵李白的《静夜思》。", "Who was Moses?"]
 

@@ -9,9 +9,9 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from edge_llm.sampling import SamplingParams  # noqa: E402
-
 from serve_helpers import ServerThread  # noqa: E402
+
+from edge_llm.sampling import SamplingParams  # noqa: E402
 
 ASK = [{"role": "user", "content": "Quote John 3:16."}]
 GREEDY = {"temperature": 0, "num_predict": 12}

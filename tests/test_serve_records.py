@@ -4,10 +4,15 @@ import json
 import numpy as np
 import pytest
 
-from edge_llm.generate import TokenRecord
-from edge_llm.logits import apply_processors, logit_bias, make_logits_processors, presence_frequency_penalty, \
-    repetition_penalty
-from edge_llm.records import CostSettings, StepMeter, format_record, log_replies_to, reply_record
+from edge_llm.logits import (
+    apply_processors,
+    logit_bias,
+    make_logits_processors,
+    presence_frequency_penalty,
+    repetition_penalty,
+)
+from edge_llm.metering.step import StepMeter
+from edge_llm.records import CostSettings, TokenRecord, format_record, log_replies_to, reply_record
 from edge_llm.sampling import SamplingParams
 
 # ------------------------------------------------------------------------------------------- logits

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES
 
 REFS = Path(__file__).parent / "data" / "references"

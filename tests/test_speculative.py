@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NEEDS_SHARED, TINY
 
 from edge_llm.api import Model
 from edge_llm.errors import EdgeLLMError, PackageError
@@ -20,11 +21,19 @@ from edge_llm.generate import generate_tokens
 from edge_llm.paths import BUNDLED
 from edge_llm.records import format_record, reply_record
 from edge_llm.sampling import SamplingParams, make_sampler
-from edge_llm.speculative import (Draft, DraftPolicy, LookupDrafter, ModelDrafter, Speculation, Speculator,
-                                  accept_matching, accept_sampled, load_draft_session, parse_speculate,
-                                  target_probs)
-
-from conftest import NEEDS_SHARED, TINY
+from edge_llm.speculative import (
+    Draft,
+    DraftPolicy,
+    LookupDrafter,
+    ModelDrafter,
+    Speculation,
+    Speculator,
+    accept_matching,
+    accept_sampled,
+    load_draft_session,
+    parse_speculate,
+    target_probs,
+)
 
 FAMILIES = Path(__file__).parent / "data" / "tiny-families"
 
@@ -412,6 +421,7 @@ def test_auto_speculates_only_where_k_rows_round_like_one(quantization, exact):
 
 def test_cli_option(tmp_path):
     from click.testing import CliRunner
+
     from edge_llm.cli import main
     r = CliRunner().invoke(main, ["generate", "--prompt", "And God said", "--max-new-tokens", "12",
                                   "--temperature", "0", "--speculate", "lookup", "--stats"])
@@ -451,5 +461,5 @@ def test_server_speculates_with_plain_greedy_text(fp32_family):
     assert [r["choices"][0]["text"] for r in out["on"]] == [r["choices"][0]["text"] for r in out["off"]]
     drafted = sum(r["usage"]["edge_llm"]["draft_tokens"] for r in out["on"])
     assert drafted > 0 and all(r["usage"]["edge_llm"]["draft_tokens"] == 0 for r in out["off"])
-    line = next(l for l in metrics.splitlines() if l.startswith("edge_llm_draft_tokens_total"))
+    line = next(ln for ln in metrics.splitlines() if ln.startswith("edge_llm_draft_tokens_total"))
     assert float(line.split()[-1]) == drafted

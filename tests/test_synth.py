@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from edge_llm.export.checkpoint import open_checkpoint
-from edge_llm.export.synth import (SHAPES, TOKENIZER_2B, release_config, resolve_shape, state_dict_pickle,
-                                   synthetic_tensor, tensor_shapes, write_synthetic)
+from edge_llm.export.synth import (
+    SHAPES,
+    TOKENIZER_2B,
+    release_config,
+    resolve_shape,
+    state_dict_pickle,
+    synthetic_tensor,
+    tensor_shapes,
+    write_synthetic,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,

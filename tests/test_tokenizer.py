@@ -1,13 +1,12 @@
 """Tokenization, chat rendering and streaming detokenization (Chinese, emoji, byte fallback, spaces)."""
 import pytest
+from conftest import FIXTURES
 
+from edge_llm.chat_template import chat_ids, render
 from edge_llm.cli import BUNDLED
 from edge_llm.generate import StopMatcher
 from edge_llm.manifest import load_manifest
-from edge_llm.chat_template import chat_ids, render
 from edge_llm.tokenizer import Tokenizer
-
-from conftest import FIXTURES
 
 TEXTS = [
     "In the beginning God created the heaven and the earth.",

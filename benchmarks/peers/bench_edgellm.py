@@ -51,7 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common import add_run_options, check_run_options, make_prompt, median, prompt_digest, write_json
-from edge_llm.bench.probes import folder_bytes, memory_snapshot
+from edge_llm.metering.probes import folder_bytes, memory_snapshot
 
 SCHEMA = "edge-llm/peers/edgellm/v1"
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from common import (RANDOM_ID_RANGE, add_run_options, check_run_options, make_prompt, median, rep_record,
                     write_json)
-from edge_llm.bench.probes import memory_snapshot
+from edge_llm.metering.probes import memory_snapshot
 
 N_CTX = 1024
 N_BATCH = 512

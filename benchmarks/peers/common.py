@@ -3,7 +3,7 @@ the command-line options of a measurement. The scripts are run as files (`python
 benchmarks/peers/X.py`), so this folder is on their import path without any sys.path edits.
 
 Standard library and numpy only: the llama.cpp venv imports it too. Memory and bandwidth probes come
-from `edge_llm.bench.probes` (setup_llamacpp.sh installs edge-llm into that venv, without its
+from `edge_llm.metering.probes` (setup_llamacpp.sh installs edge-llm into that venv, without its
 dependencies, for exactly that).
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ runtime per round. Run from the repository root with the project venv:
 Each round, in this order (peers.md's interleaving, so host noise hits every runtime alike):
 
   1. membw      numpy sum over a 1 GiB float64 array on one thread, best of 6 (peers.md membw.py;
-                edge_llm.bench.probes.measure_read_bandwidth)
+                edge_llm.metering.probes.measure_read_bandwidth)
   2. edge-llm   bench_edgellm.py --mode headline       (project venv)
   3. genai      bench_ortgenai.py                       (project venv, same package)
   4. llama.cpp  bench_llamacpp.py --flash-attn on       (the llama.cpp venv, setup_llamacpp.sh)
@@ -20,7 +20,7 @@ Each round, in this order (peers.md's interleaving, so host noise hits every run
 then once, after the rounds, ``bench_edgellm.py --profile`` (ORT per-node profile of decode steps).
 Every child writes JSON; this parent keeps all of it, plus each child's process-tree peak RSS from
 ``os.wait4``, load average and /proc/stat CPU accounting (how much CPU other processes took during
-the run), the machine (``edge_llm.bench.machine.detect_machine``), versions and exact commands.
+the run), the machine (``edge_llm.metering.machine.detect_machine``), versions and exact commands.
 Figures: each child reports the median of ``reps`` repetitions after ``warmup``; the report gives
 the median across rounds with the range, and edge-llm/peer ratios both as ratio of medians and as
 per-round paired ratios. A runtime whose venv/model is missing is skipped with a note.
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common import add_run_options, check_run_options, median, run_options_argv
-from edge_llm.bench.probes import measure_read_bandwidth
+from edge_llm.metering.probes import measure_read_bandwidth
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -592,7 +592,7 @@ def child_argv(kind: str, a: argparse.Namespace, j: Path, work: Path) -> list[st
 def new_report(a: argparse.Namespace, plan: dict[str, bool], notes: list[str], work: Path,
                argv: Sequence[str] | None) -> dict[str, Any]:
     try:
-        from edge_llm.bench.machine import detect_machine
+        from edge_llm.metering.machine import detect_machine
         machine = detect_machine()
     except Exception as e:  # noqa: BLE001 - the report is still useful without it
         machine = {"error": repr(e)}

@@ -41,7 +41,7 @@ CMAKE_FLAGS="-DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_CPU_REPACK=ON -DGGML_LLAMA
 log() { printf '[setup_llamacpp %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 # 1. venv + pure-Python deps (numpy for the harness, gguf + sentencepiece for make_gguf.py), and
-#    edge-llm itself without its dependencies: the harness's memory probes (edge_llm.bench.probes)
+#    edge-llm itself without its dependencies: the harness's memory probes (edge_llm.metering.probes)
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating venv $VENV"
     mkdir -p "$(dirname "$VENV")"
@@ -52,7 +52,7 @@ if ! "$PY" -c "import numpy, sentencepiece, gguf, importlib.metadata as m; asser
     log "installing numpy gguf==$GGUF_VERSION sentencepiece"
     "$PY" -m pip install -q numpy "gguf==$GGUF_VERSION" sentencepiece
 fi
-if ! "$PY" -c "import edge_llm.bench.probes" 2>/dev/null; then
+if ! "$PY" -c "import edge_llm.metering.probes" 2>/dev/null; then
     log "installing edge-llm (editable, no dependencies) from $REPO"
     "$PY" -m pip install -q --no-deps -e "$REPO"
 fi

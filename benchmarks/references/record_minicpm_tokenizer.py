@@ -175,7 +175,7 @@ def main() -> None:
     out = {
         "what": "MiniCPM-2B (openbmb/MiniCPM-2B-sft-bf16, first published files) tokenizer references from "
                 "transformers' slow sentencepiece LlamaTokenizer",
-        "tokenizer_dir": str(TOK_DIR),
+        "tokenizer_dir": "../shared/fixtures/minicpm-2b-tokenizer",   # beside the checkout
         "tokenizer_class": f"{type(tok).__module__}.{type(tok).__name__} (slow, use_fast=False)",
         "tokenizer_config": {k: cfg.get(k) for k in ("legacy", "add_bos_token", "add_eos_token", "chat_template")},
         "sentencepiece_add_dummy_prefix": False,

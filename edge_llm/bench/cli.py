@@ -88,10 +88,12 @@ def bench():
 @click.option("-n", "--tg", type=click.IntRange(min=1), default=None, help="Decode steps per tg test [default 128].")
 @click.option("-d", "--depth", "depths", type=IntList(min=0), default=None,
               help="Context depths for tg, e.g. 0,1024 [default 0].")
-@click.option("-r", "--reps", type=click.IntRange(min=1), default=None, help="Measured repetitions per test [default 3].")
+@click.option("-r", "--reps", type=click.IntRange(min=1), default=None,
+              help="Measured repetitions per test [default 3].")
 @click.option("--warmup", type=click.IntRange(min=0), default=None, help="Warm-up repetitions per test [default 1].")
 @click.option("--fast", is_flag=True, help="Tiny settings for CI: pp 16, tg 8, 1 rep, 64 MiB bandwidth probe.")
-@click.option("--bandwidth-mib", type=click.IntRange(min=0), default=None, help="Memory bandwidth probe size; 0 disables [default 512].")
+@click.option("--bandwidth-mib", type=click.IntRange(min=0), default=None,
+              help="Memory bandwidth probe size; 0 disables [default 512].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random prompt ids.")
 @click.option("--cpu-watts", type=Float(min=0, min_open=True), default=None,
               help="CPU power at full load on all cores, for the energy estimate when no counter is readable.")
@@ -99,7 +101,8 @@ def bench():
 @click.option("--currency", default="USD", show_default=True, help="Label for prices.")
 @click.option("--device-price", type=Float(min=0), default=None, help="Hardware price, amortised over its life.")
 @click.option("--lifetime-years", type=Float(min=0, min_open=True), default=None, help="Hardware lifetime [default 5].")
-@click.option("--duty-cycle", type=Float(0, 1, min_open=True), default=1.0, show_default=True, help="Fraction of the time spent generating.")
+@click.option("--duty-cycle", type=Float(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Fraction of the time spent generating.")
 @click.pass_context
 def run_cmd(ctx, package_dir, json_out, md_out, plots_dir, threads, pp, tg, depths, reps, warmup, fast,
             bandwidth_mib, seed, cpu_watts, price_per_kwh, currency, device_price, lifetime_years, duty_cycle):

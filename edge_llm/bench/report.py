@@ -3,7 +3,7 @@
 JSON layout (schema "edge-llm-bench", schema_version 1), top level:
 
     schema, schema_version, created, command, interrupted, notes, load_average (start, end)
-    machine        edge_llm.bench.machine.detect_machine()
+    machine        edge_llm.metering.machine.detect_machine()
     package        shape, quantization, sizes on disk, compression vs the source checkpoint
     settings       threads, pp, tg, depths, reps, warmup, bandwidth_mib, seed
     energy         measured or estimated, the power model when estimated, counters used / skipped
@@ -12,7 +12,7 @@ JSON layout (schema "edge-llm-bench", schema_version 1), top level:
                    tests[]: test, kind (pp|tg), n_tokens, depth, warmup_reps[], reps[] (raw figures),
                    tokens_per_s / ttft_ms / itl_ms / energy_per_token / efficiency (derived)
     bandwidth      numpy read bandwidth probe (None when disabled or interrupted before it)
-    cost_example   the MiniCPM phone example recomputed (edge_llm.bench.cost)
+    cost_example   the MiniCPM phone example recomputed (edge_llm.metering.cost)
 
 A report with another schema_version is refused, never half-read.
 """
@@ -112,7 +112,8 @@ def render_markdown(report: dict, *, plots: Sequence[str] = ()) -> str:
                    f"| {_num(itl.get('p90'))} | {_num(itl.get('p99'))} |")
     out += ["", "## Load and memory", "", "Load = `Model.load` (onnxruntime session and tokenizer). Peak RSS is "
             "the process's high-water mark, reset per thread count where Linux allows (see peak_rss_scope).", "",
-            "| threads | load s | RSS after load MiB | peak RSS MiB | KV at full context MiB |", "|---:|---:|---:|---:|---:|"]
+            "| threads | load s | RSS after load MiB | peak RSS MiB | KV at full context MiB |",
+            "|---:|---:|---:|---:|---:|"]
     for run in report["runs"]:
         mem = run.get("memory", {})
         out.append(f"| {run['threads']} | {_num(run.get('load_seconds'), '.3f')} "
@@ -128,7 +129,8 @@ def render_markdown(report: dict, *, plots: Sequence[str] = ()) -> str:
 
 def _depth_memory_section(report: dict, tests) -> list[str]:
     """Resident memory against the context each decode test ended at: it should track package + KV(context)."""
-    rows = [(run, t) for run, t in tests if t["kind"] == "tg" and t.get("reps") and "context_positions" in t["reps"][-1]]
+    rows = [(run, t) for run, t in tests
+            if t["kind"] == "tg" and t.get("reps") and "context_positions" in t["reps"][-1]]
     if not rows:
         return []
     pkg = report["package"]

@@ -26,11 +26,11 @@ import numpy as np
 
 from ..errors import EdgeLLMError
 from ..manifest import load_manifest
+from ..metering import cost as cost_mod
+from ..metering.energy import EnergyMeter
+from ..metering.machine import cores_used, detect_machine, threads_per_cluster
+from ..metering.probes import folder_bytes, measure_read_bandwidth, peak_rss_bytes, reset_peak_rss, rss_bytes
 from ..sampling import SamplingParams
-from . import cost as cost_mod
-from .energy import EnergyMeter
-from .machine import cores_used, detect_machine, threads_per_cluster
-from .probes import folder_bytes, measure_read_bandwidth, peak_rss_bytes, reset_peak_rss, rss_bytes
 from .report import SCHEMA, SCHEMA_VERSION
 
 ProgressFn = Callable[[str, int, int], None]
@@ -173,15 +173,15 @@ def _bench_threads(run: dict, package_dir: Path, manifest, settings: dict, meter
     rng = np.random.default_rng(settings["seed"])
     hi = min(manifest.model.vocab_size, model.tokenizer.vocab_size)
     label = f"threads {model.session.threads}"
-    try:  # also on Ctrl-C: record memory and free the session
+    try:  # also on Ctrl-C: record memory and free the session (pyflakes reads the `del model` below as F821)
         tg = settings["tg"]
         for n in settings["pp"]:
             test = _new_test(run, f"pp{n}", "pp", n, 0)
-            _repeat(test, settings, step, label, lambda n=n: _measure_pp(model, _ids(rng, hi, n), meter))
+            _repeat(test, settings, step, label, lambda n=n: _measure_pp(model, _ids(rng, hi, n), meter))  # noqa: F821
         for d in settings["depths"]:
             test = _new_test(run, f"tg{tg}" + (f" @ d{d}" if d else ""), "tg", tg, d)
             _repeat(test, settings, step, label,
-                    lambda d=d: _measure_tg(model, _ids(rng, hi, max(d, 1)), tg, meter))
+                    lambda d=d: _measure_tg(model, _ids(rng, hi, max(d, 1)), tg, meter))  # noqa: F821
         used = cores_used()
         run["cores_used"] = {"cpu_ids": sorted(set(used.values())),
                              "threads_per_cluster": threads_per_cluster(used.values(), machine.get("clusters") or [])}

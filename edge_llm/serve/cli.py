@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_types import Threads
+from ..cli_types import Threads, metrics_log_option, note_context_clamp, speculate_option
 from ..errors import Terminated
 
 DEFAULT_MAX_TOKENS = 1024      # the same as edge_llm.serve.app's (not imported: starlette may be missing)
@@ -22,38 +22,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _log_replies(ctx, param, value):
-    if value is not None:
-        from ..records import log_replies_to
-        log_replies_to(value)
-    return value
-
-
-def metrics_log_option(*, expose_value: bool = False):
-    """--metrics-log FILE.jsonl: one JSON line per reply (chat, generate and serve share it)."""
-    return click.option("--metrics-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                        callback=_log_replies, expose_value=expose_value,
-                        help="Append one JSON line per reply (tokens, speed, energy, cost) to this file.")
-
-
-def speculate_option(*, expose_value: bool = False):
-    """--speculate auto|off|lookup|draft:PACKAGE (edge_llm.speculative), checked at the command line.
-    The value also goes to ctx.meta["edge_llm.speculate"] (where chat/generate's loader reads it)."""
-    def check(ctx, param, value):
-        from ..speculative import parse_speculate
-        try:
-            parse_speculate(value)
-        except ValueError as e:
-            raise click.BadParameter(str(e)) from e
-        ctx.meta["edge_llm.speculate"] = value
-        return value
-    return click.option("--speculate", default="auto", show_default=True, callback=check, expose_value=expose_value,
-                        metavar="auto|off|lookup|draft:PACKAGE",
-                        help="Speculative decoding: n-gram prompt lookup or a same-tokenizer draft model. "
-                             "'auto' is lookup on packages where it keeps greedy output exact (float32 "
-                             "activations and scales), off elsewhere (docs/speculative.md).")
 
 
 def default_cache_mb() -> float:
@@ -92,7 +60,8 @@ def default_cache_mb() -> float:
 @click.option("--price-per-kwh", type=click.FloatRange(0), default=None, help="Electricity price (default 0.15).")
 @click.option("--currency", default="USD", show_default=True)
 @click.option("--device-price", type=click.FloatRange(0), default=None, help="Hardware price, amortised per reply.")
-@click.option("--lifetime-years", type=click.FloatRange(0, min_open=True), default=None, help="Hardware lifetime (default 5).")
+@click.option("--lifetime-years", type=click.FloatRange(0, min_open=True), default=None,
+              help="Hardware lifetime (default 5).")
 @click.option("--duty-cycle", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
 @speculate_option(expose_value=True)
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
@@ -110,7 +79,8 @@ def serve(package_dir, host, port, api_key, model_name, max_tokens, slots, max_q
         raise click.ClickException(f"`edge-llm serve` needs the serve extra: pip install -e '.[serve]' in the "
                                    f"edge-llm checkout ({e.name} is missing)") from None
     from ..api import Model
-    from ..records import DEFAULT_LIFETIME_YEARS, DEFAULT_PRICE_PER_KWH, CostSettings, StepMeter
+    from ..metering.step import StepMeter
+    from ..records import DEFAULT_LIFETIME_YEARS, DEFAULT_PRICE_PER_KWH, CostSettings
     from .engine import Engine
 
     if not is_loopback(host) and not api_key:
@@ -120,7 +90,6 @@ def serve(package_dir, host, port, api_key, model_name, max_tokens, slots, max_q
     sock = bind_socket(host, port)     # before the model loads: a port in use is one line, exit 1
     port = sock.getsockname()[1]
     model = Model.load(package_dir, threads=threads, context_length=context_length, speculate=speculate)
-    from ..cli import note_context_clamp
     note_context_clamp(context_length, model)
     meter = StepMeter(cpu_watts=cpu_watts)
     if meter.measured:

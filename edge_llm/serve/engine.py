@@ -29,8 +29,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import OutOfMemoryError
-from ..generate import TokenRecord, generate_tokens
-from ..records import CostSettings, ReplyRecord, StepMeter, log_reply, reply_record
+from ..generate import generate_tokens
+from ..metering.step import StepMeter
+from ..records import CostSettings, ReplyRecord, TokenRecord, log_reply, reply_record
 from ..sampling import SamplingParams
 from .metrics import ServerMetrics
 from .prompt_cache import PromptCache

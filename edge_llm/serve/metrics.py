@@ -121,7 +121,8 @@ class ServerMetrics:
                                       ("endpoint", "code")))
         self.rejected = r.add(Counter("rejected_total", "Requests refused with 429 because the queue was full."))
         self.replies = r.add(Counter("replies_total", "Finished replies by finish reason.", ("finish_reason",)))
-        self.prompt_tokens = r.add(Counter("prompt_tokens_total", "Prompt tokens of finished replies (cached + prefilled)."))
+        self.prompt_tokens = r.add(Counter("prompt_tokens_total",
+                                           "Prompt tokens of finished replies (cached + prefilled)."))
         self.cached_tokens = r.add(Counter("cached_prompt_tokens_total", "Prompt tokens reused from the prompt cache."))
         self.prefill_tokens = r.add(Counter("prefill_tokens_total", "Prompt tokens computed."))
         self.generated_tokens = r.add(Counter("generated_tokens_total", "Tokens generated."))

@@ -60,7 +60,8 @@ async def _ids(tokenize, param: str) -> list[int]:
 def stats(rec) -> dict:
     ns = 1_000_000_000
     decode_s = max(0.0, rec.total_s - rec.ttft_s)
-    return {"done_reason": DONE_REASON.get(rec.finish_reason, "stop"), "total_duration": int((rec.total_s + rec.queue_s) * ns),
+    return {"done_reason": DONE_REASON.get(rec.finish_reason, "stop"),
+            "total_duration": int((rec.total_s + rec.queue_s) * ns),
             "load_duration": 0, "prompt_eval_count": rec.prompt_tokens, "prompt_eval_duration": int(rec.ttft_s * ns),
             "eval_count": rec.generated_tokens, "eval_duration": int(decode_s * ns)}
 

@@ -144,7 +144,8 @@ def _unsupported(body: dict) -> None:
         raise ApiError("'echo', 'suffix' and 'best_of' are not supported by this server")
 
 
-def _common(body: dict, *, defaults: SamplingParams, vocab_size: int, max_tokens_names: tuple[str, ...]) -> GenerationRequest:
+def _common(body: dict, *, defaults: SamplingParams, vocab_size: int,
+            max_tokens_names: tuple[str, ...]) -> GenerationRequest:
     _unsupported(body)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -204,7 +205,8 @@ def _content(m: dict, i: int) -> str:
 
 
 def parse_chat(body: dict, *, defaults: SamplingParams, vocab_size: int) -> GenerationRequest:
-    req = _common(body, defaults=defaults, vocab_size=vocab_size, max_tokens_names=("max_tokens", "max_completion_tokens"))
+    req = _common(body, defaults=defaults, vocab_size=vocab_size,
+                  max_tokens_names=("max_tokens", "max_completion_tokens"))
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise ApiError("'messages' must be a non-empty list", param="messages")

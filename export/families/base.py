@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_llm.errors import CheckpointError
+from edge_llm.manifest import ModelShape
 
 ROPE_TYPES = ("default", "linear", "llama3")
 ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}   # config.json name -> DecoderConfig.hidden_act
@@ -50,17 +51,9 @@ class RopeScaling:
 
 
 @dataclass(frozen=True)
-class DecoderConfig:
-    """A pre-norm decoder: RMSNorm, GQA attention with rotary, SwiGLU MLP, optional tied head."""
-    architecture: str
-    family: str
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    intermediate_size: int
-    vocab_size: int
+class DecoderConfig(ModelShape):
+    """A pre-norm decoder: RMSNorm, GQA attention with rotary, SwiGLU MLP, optional tied head. Its shape
+    (architecture ... vocab_size) is edge_llm.manifest.ModelShape, the manifest's."""
     max_position_embeddings: int
     rms_norm_eps: float
     rope_theta: float

@@ -63,7 +63,8 @@ def gemma3_config(cfg: dict, architecture: str, source: str) -> DecoderConfig:
         theta, local_theta = glob.get("rope_theta", 1e6), local.get("rope_theta", 10000.0)
         rope = glob
     else:
-        theta, local_theta, rope = r.get("rope_theta", 1e6), r.get("rope_local_base_freq", 10000.0), cfg.get("rope_scaling")
+        theta, local_theta = r.get("rope_theta", 1e6), r.get("rope_local_base_freq", 10000.0)
+        rope = cfg.get("rope_scaling")
     n = int(r.need("num_hidden_layers"))
     plain = {k: v for k, v in cfg.items() if k not in ("rope_parameters", "rope_scaling", "hidden_act")}
     plain |= {"hidden_act": r.get("hidden_activation", "gelu_pytorch_tanh"), "rope_theta": theta,

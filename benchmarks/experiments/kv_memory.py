@@ -1,6 +1,6 @@
 """Resident memory against context: does it follow package + KV(c)?
 
-    python benchmarks/kv_memory.py PACKAGE [--contexts 0,256,1024,2048,4096] [--markdown OUT.md]
+    python benchmarks/experiments/kv_memory.py PACKAGE [--contexts 0,256,1024,2048,4096] [--markdown OUT.md]
 
 Loads the package, then fills one request's KV cache to each context length in turn (prefill in
 512-token pieces) and reads the process's resident memory; KV(c) is the cache's allocated bytes
@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _report import emit   # this folder is on sys.path when a script here runs
 
-from edge_llm.bench.runner import rss_bytes
+from edge_llm.metering.probes import rss_bytes
 from edge_llm.session import ModelSession
 
 
@@ -43,18 +44,14 @@ def main() -> int:
         gc.collect()
     mib = 2 ** 20
     lines = ["# Resident memory against context", "",
-             f"`python benchmarks/kv_memory.py {' '.join(sys.argv[1:])}` · package {a.package.name} · "
+             f"`python benchmarks/experiments/kv_memory.py {' '.join(sys.argv[1:])}` · package {a.package.name} · "
              f"KV {per:,} bytes per position · resident after loading and one step: {base / mib:.1f} MiB", "",
              "| context | KV allocated (MiB) | resident (MiB) | resident − loaded (MiB) | minus KV (MiB) |",
              "|---|---|---|---|---|"]
     for c, kv, rss in rows:
         lines.append(f"| {c} | {kv / mib:.1f} | {rss / mib:.1f} | {(rss - base) / mib:.1f} | "
                      f"{(rss - base - kv) / mib:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.markdown:
-        a.markdown.write_text(text)
-    return 0
+    return emit(lines, a.markdown)
 
 
 if __name__ == "__main__":

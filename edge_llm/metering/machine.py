@@ -337,7 +337,7 @@ def _cpu_vendor(cpus, clusters, arch) -> str | None:
 
 def _physical_cores(root: Path, cpus, arch, live) -> int | None:
     if live and (root / "sys/devices/system/cpu").is_dir():
-        from ..session import physical_cores   # what the runtime sizes its thread pool by
+        from ..session import physical_cores  # what the runtime sizes its thread pool by
         return physical_cores()
     sibling_sets = set()                       # a recorded tree (tests/data/cpuinfo): count its sibling lists
     for d in root.glob("sys/devices/system/cpu/cpu[0-9]*"):

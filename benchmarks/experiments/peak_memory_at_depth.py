@@ -1,7 +1,7 @@
 """Peak and current resident memory of one process that loads a package and fills one request's cache
 to `depth` tokens (issue 14: where the memory goes).
 
-    python benchmarks/peak_memory_at_depth.py PACKAGE DEPTH [--arena 0|1] [--chunk N]
+    python benchmarks/experiments/peak_memory_at_depth.py PACKAGE DEPTH [--arena 0|1] [--chunk N]
 
 Prints one JSON line: VmHWM / VmRSS / RssAnon / RssFile (MiB) after load and at the end, the cache's
 allocated MiB, prefill seconds and a rough decode tok/s (16 steps; speed is not this script's point).
@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import edge_llm.session as S
-from edge_llm.bench.probes import proc_status_bytes
+from edge_llm.metering.probes import proc_status_bytes
 
 
 def status() -> dict:

@@ -2,7 +2,7 @@
 and measure the mean KL divergence of the numpy reference forward against the float model, on 4
 windows of 512 tokens of the fixture's corpus-valid.txt.
 
-    python benchmarks/sensitivity.py > benchmarks/results/sensitivity-fixture.txt
+    python benchmarks/experiments/sensitivity.py > benchmarks/results/sensitivity-fixture.txt
 
 Prints one line per (block size, scheme, family): `128 asym-clip qkv 0.0232`. Asymmetric blocks use
 the clip search (the default recipe's), symmetric ones plain round to nearest.
@@ -22,7 +22,7 @@ from edge_llm.export.quant import dequantize_int4, quantize_int4
 from edge_llm.export.reference import forward
 from edge_llm.paths import BUNDLED
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 WINDOW, N_WINDOWS = 512, 4
 FAMILIES = {                      # weight-name fragments of each family
     "head": ("embed_tokens",),    # the tied embedding is also the lm_head
@@ -72,7 +72,7 @@ def main() -> None:
     windows = [ids[i * WINDOW:(i + 1) * WINDOW] for i in range(N_WINDOWS)]
     reference = [log_softmax(forward(cfg, weights.get, w)) for w in windows]
 
-    print(f"# python benchmarks/sensitivity.py  (block, scheme, tensor family quantized alone, KL vs float "
+    print(f"# python benchmarks/experiments/sensitivity.py  (block, scheme, tensor family quantized alone, KL vs float "
           f"on {N_WINDOWS * WINDOW} tokens)")
     for block, symmetric in SCHEMES:
         scheme = "sym" if symmetric else "asym-clip"

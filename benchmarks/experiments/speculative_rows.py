@@ -1,6 +1,6 @@
 """Is a k-row forward of a package exact and cheap enough for speculative decoding? (issue 15)
 
-    python benchmarks/speculative_rows.py PKG [PKG ...] [--trials 20] [--threads 2] [--out OUT]
+    python benchmarks/experiments/speculative_rows.py PKG [PKG ...] [--trials 20] [--threads 2] [--out OUT]
 
 For each package:
 * exactness: over `trials` random contexts (5..200 tokens of random ids), the logits of a k-row
@@ -67,7 +67,7 @@ def main() -> None:
     a = ap.parse_args()
     out = {}
     lines = ["# k-row forwards: exactness and cost", "",
-             f"`python benchmarks/speculative_rows.py {' '.join(map(str, a.packages))} --trials {a.trials} "
+             f"`python benchmarks/experiments/speculative_rows.py {' '.join(map(str, a.packages))} --trials {a.trials} "
              f"--threads {a.threads}`", "",
              "| package | quantization | max k-row vs 1-row diff (k ≤ 4) | (k ≤ 12) | rows off by > 1e-3 | 1 row ms | "
              "cost of 2 / 3 / 4 / 6 / 8 rows (× one row) |", "|---|---|---|---|---|---|---|"]

@@ -9,7 +9,7 @@ NOISY (median of repeats, nothing else running is not guaranteed): read them as 
   q8-requant  MatMulNBits 8-bit block 32 re-quantized: nearly lossless, twice the code bytes
 Error: relative RMS error of the stored weights against the GGUF's dequantized ones.
 
-usage: python benchmarks/gguf_min_term.py [--shape 1536x576] [--rows 1,128]
+usage: python benchmarks/experiments/gguf_min_term.py [--shape 1536x576] [--rows 1,128]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One GroupQueryAttention decode step with a float32, float16 or int8 KV cache (issue 14: does
 onnxruntime's CPU attention have a quantized KV path that keeps decode fast?).
 
-    python benchmarks/kv_int8_attention.py [--heads 36 --kv-heads 36 --head-dim 64] [--threads 2]
+    python benchmarks/experiments/kv_int8_attention.py [--heads 36 --kv-heads 36 --head-dim 64] [--threads 2]
         [--depths 64,1024,1900] [--reps 200] [--out OUT]
 
 A single GQA node (past and present bound to one buffer of max length 2048, as the runtime binds them, one query token, rotary off) per
@@ -132,7 +132,7 @@ def main() -> None:
                           for n, ts in times.items()}
     lines = [f"# GroupQueryAttention decode step by KV cache type ({h} heads, {kvh} KV heads, head {d}, "
              f"{a.threads} threads, onnxruntime {ort.__version__})", "",
-             f"`python benchmarks/kv_int8_attention.py --heads {h} --kv-heads {kvh} --head-dim {d} --threads {a.threads} "
+             f"`python benchmarks/experiments/kv_int8_attention.py --heads {h} --kv-heads {kvh} --head-dim {d} --threads {a.threads} "
              f"--depths {a.depths} --reps {a.reps}`: one GQA node, median ms per call ({a.reps} calls per type and depth, "
              f"types interleaved in blocks of 10).", "",
              "| depth | " + " | ".join(sessions) + " |", "|---:|" + "---:|" * len(sessions)]

@@ -1,6 +1,6 @@
 """Should the server run requests' model steps at the same time (a thread each) or take turns?
 
-    python benchmarks/serve_concurrency.py PACKAGE [--streams 1,2,4] [--tokens 64] [--rounds 3]
+    python benchmarks/experiments/serve_concurrency.py PACKAGE [--streams 1,2,4] [--tokens 64] [--rounds 3]
                                            [--threads N] [--markdown OUT.md]
 
 For each number of streams, aggregate decode tokens/s of
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import emit   # this folder is on sys.path when a script here runs
 
 from edge_llm.session import ModelSession
 
@@ -76,7 +77,7 @@ def main() -> int:
                 got[(mode, n)].append(fn(session, n, a.tokens))
     size = sum(p.stat().st_size for p in a.package.iterdir() if p.is_file()) / 2 ** 20
     lines = ["# Model steps: taking turns vs concurrent threads", "",
-             f"`python benchmarks/serve_concurrency.py {' '.join(sys.argv[1:])}` · package {a.package.name} "
+             f"`python benchmarks/experiments/serve_concurrency.py {' '.join(sys.argv[1:])}` · package {a.package.name} "
              f"({size:.0f} MiB) · {session.threads} intra-op threads · {a.tokens} decode steps per stream · "
              f"median of {a.rounds} interleaved rounds", "",
              "| streams | turns: tok/s (all streams) | threads: tok/s | threads ÷ turns "
@@ -93,11 +94,7 @@ def main() -> int:
         lines += ["", f"1-minute load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} logical CPUs"]
     except (AttributeError, OSError):
         pass
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.markdown:
-        a.markdown.write_text(text)
-    return 0
+    return emit(lines, a.markdown)
 
 
 if __name__ == "__main__":
