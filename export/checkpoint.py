@@ -53,6 +53,16 @@ def float32_to_bf16(x: np.ndarray) -> np.ndarray:
     return bits
 
 
+def files_sha256(paths) -> str:
+    """sha256 of the files' bytes, concatenated in order, read 16 MiB at a time."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            while chunk := f.read(16 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """Where one tensor's bytes are. `offset` is absolute (safetensors) or in elements into its
@@ -412,12 +422,7 @@ class Checkpoint:
     def sha256(self) -> str:
         """sha256 of the weight files' bytes, concatenated in `weight_files` order (cached)."""
         if self._sha256 is None:
-            h = hashlib.sha256()
-            for p in self.weight_files:
-                with open(p, "rb") as f:
-                    while chunk := f.read(16 << 20):
-                        h.update(chunk)
-            self._sha256 = h.hexdigest()
+            self._sha256 = files_sha256(self.weight_files)
         return self._sha256
 
     def close(self) -> None:

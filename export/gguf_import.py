@@ -10,7 +10,6 @@ and each quantized tensor's exact form for the exporter (export/gguf_blocks.py).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import shutil
@@ -22,6 +21,7 @@ import numpy as np
 
 from edge_llm.errors import CheckpointError, ExportError
 
+from .checkpoint import files_sha256
 from .gguf_blocks import CARRIED, Carried, carry, take_rows
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
@@ -227,12 +227,7 @@ class GgufCheckpoint:
 
     def sha256(self) -> str:
         if self._sha256 is None:
-            h = hashlib.sha256()
-            for p in self.weight_files:
-                with open(p, "rb") as f:
-                    while chunk := f.read(16 << 20):
-                        h.update(chunk)
-            self._sha256 = h.hexdigest()
+            self._sha256 = files_sha256(self.weight_files)
         return self._sha256
 
     def close(self) -> None:
