@@ -2,7 +2,6 @@
 folders relative to the checkout (`../shared` beside it, `scratch/` inside it) or as placeholders
 (`$WORK/...`, `$TMPDIR/...`), so nothing points into one person's machine or a folder shared by every
 user of it (pyproject.toml once built into /tmp)."""
-import fnmatch
 import re
 import subprocess
 from pathlib import Path
@@ -11,10 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE_PATH = re.compile(r"(?<![\w.$~])/(?:work|home|tmp|root|Users)/")
-# Results being rewritten on main while issue 24 landed (each leaves this list when it is clean), and the
-# quality report's scrubber, which names the machine paths it replaces by placeholders.
-ALLOWED = ["benchmarks/results/quality-peers-*", "benchmarks/results/decode-recipes-2b.*",
-           "benchmarks/results/prefill-recipes-2b.*", "benchmarks/quality_peers/report.py"]
 
 
 def tracked_text_files() -> list[Path]:
@@ -22,7 +17,7 @@ def tracked_text_files() -> list[Path]:
         out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
-    return [ROOT / n for n in out.decode().split("\0") if n and not any(fnmatch.fnmatch(n, a) for a in ALLOWED)]
+    return [ROOT / n for n in out.decode().split("\0") if n]
 
 
 def test_no_machine_paths_in_tracked_files():

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from portable import portable
+
 CHILD = r"""
 import json, sys, time
 from edge_llm.api import Model
@@ -74,7 +76,8 @@ def main() -> None:
     base = names[0]
     what = "Prefill tok/s (256 tokens)" if args.prefill else "Decode tok/s (depth 128)"
     lines = [f"# {what}, interleaved ({args.threads} threads, {args.rounds} rounds, fresh process each)",
-             "", f"`python {' '.join(sys.argv)}` — {time.strftime('%Y-%m-%d %H:%M')}, {time.time() - t0:.0f} s", "",
+             "", f"`python {portable(' '.join(sys.argv))}` — {time.strftime('%Y-%m-%d %H:%M')}, "
+             f"{time.time() - t0:.0f} s", "",
              f"| package | median tok/s | min | max | median ratio to {base} (paired by round) |", "|---|---|---|---|---|"]
     summary = {}
     for n in names:
@@ -85,9 +88,9 @@ def main() -> None:
     print(md)
     if args.out:
         args.out.with_suffix(".md").write_text(md)
-        args.out.with_suffix(".json").write_text(json.dumps({"command": sys.argv, "threads": args.threads,
-                                                             "packages": [str(p) for p in args.packages],
-                                                             "results": summary}, indent=2))
+        args.out.with_suffix(".json").write_text(portable(json.dumps(
+            {"command": sys.argv, "threads": args.threads, "packages": [str(p) for p in args.packages],
+             "results": summary}, indent=2)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from portable import portable
+
 from edge_llm.export.recipe import DEFAULT_RECIPE, RECIPES, Recipe
 
 
@@ -121,12 +123,6 @@ def markdown(data: dict, *, note: str = "") -> str:
             out.append(f"- {r['name']}: {mix}")
     out += ["", "Commands:", ""] + [f"- `{' '.join(c)}`" for c in data.get("commands", [data["command"]])] + [""]
     return portable("\n".join(out))
-
-
-def portable(text: str) -> str:
-    """A development machine's paths as the README's variables: $WORK (scratch), ../shared, $LLAMACPP."""
-    return (text.replace("/work/shared/", "../shared/").replace("/work/llamacpp/", "$LLAMACPP/")
-            .replace("/work/qp/", "$WORK/"))
 
 
 SAME = ("model", "text", "english_only", "tokens_scored", "window", "llama_kv_cache")
