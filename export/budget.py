@@ -251,12 +251,11 @@ def _measured_layers(cfg: DecoderConfig) -> list[int]:
     return sorted(set(range(0, cfg.num_layers, k)) | {cfg.num_layers - 1})
 
 
-def plan_budget(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: Recipe, bpw: float,
+def plan_budget(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: Recipe, bpw: float | None,
                 importance: dict[str, np.ndarray], parameters: int, ids: np.ndarray | None = None,
                 progress: Callable[[str], None] = lambda name: None) -> BudgetPlan:
     shapes = cfg.expected_shapes()
     fixed = FIXED_MARGIN + sum(4 * int(np.prod(s)) + SMALL_ALIGN for s in shapes.values() if len(s) != 2)
-    plan = BudgetPlan(int((bpw or 0.0) * parameters / 8), parameters, fixed)
     rng = np.random.default_rng(0)
     if 4 * sum(int(np.prod(s)) for s in shapes.values()) <= CACHE_BYTES:
         get = _cached(get)    # both passes read every weight, and each measured tensor re-runs the layers after it
@@ -270,14 +269,16 @@ def plan_budget(cfg: DecoderConfig, get: Callable[[str], np.ndarray], recipe: Re
         gains = measure_gains(cfg, get, recipe, ids, importance, probe, progress)
         options = {name: [Option(o.bits, o.block, o.nbytes, o.error * gains[name]) for o in opts]
                    for name, opts in options.items()}
+    smallest = {name: min(opts, key=lambda o: (o.nbytes, o.error)) for name, opts in options.items()}
+    least = fixed + sum(o.nbytes for o in smallest.values())
     if recipe.bpw_margin is not None:       # the default: the smallest package plus a margin
-        least = fixed + sum(min(o.nbytes for o in opts) for opts in options.values())
-        plan.budget_bytes = least + int(recipe.bpw_margin * parameters / 8)
-    plan.choice = solve(options, plan.budget_bytes, fixed)
+        budget = least + int(recipe.bpw_margin * parameters / 8)
+    else:
+        budget = int(bpw * parameters / 8)
+    plan = BudgetPlan(budget, parameters, fixed, solve(options, budget, fixed))
     if not plan.choice and not recipe.strict_budget:       # a preset on a model too small for it: its smallest
-        plan.choice = {name: min(opts, key=lambda o: (o.nbytes, o.error)) for name, opts in options.items()}
+        plan.choice = smallest
     if not plan.choice:
-        least = fixed + sum(min(o.nbytes for o in opts) for opts in options.values())
         raise ExportError(f"--bpw {bpw:g} is below the smallest package this model can take "
                           f"({least * 8 / parameters:.2f} bits per weight)")
     return plan

@@ -174,6 +174,6 @@ PRESET_BUDGETS = {"bpw4.3": 4.3, "bpw4.5": 4.5, "bpw5.3": 5.3, "bpw6.1": 6.1, "b
 RECIPES.update({name: replace(RECIPES[BASE_RECIPE].with_budget(b), strict_budget=False)
                 for name, b in PRESET_BUDGETS.items()})
 # The default: mostly 4-bit, 0.1 bit a weight above the smallest package spent where the measured
-# sensitivity buys the most (README, "Quantization quality": on the MiniCPM-2B shape 26.6% of bf16).
+# sensitivity buys the most (README, "Quantization quality": on the MiniCPM-2B shape 26.7% of bf16).
 RECIPES["q4-plan"] = RECIPES[BASE_RECIPE].above_smallest(0.1)
 DEFAULT_RECIPE = "q4-plan"
