@@ -77,9 +77,10 @@ def markdown(data: dict, *, note: str = "") -> str:
     main, extra, plans, seen = [], [], [], set()
     for r in rows:
         if r["kind"] != "edge-llm":
-            main.append(row(r, f"llama.cpp {r['name'].removeprefix('llama.cpp ')}"))
+            line = row(r, f"llama.cpp {r['name'].removeprefix('llama.cpp ')}")
+            main.append(line)
             if "F32" not in r["name"]:
-                plans.append(row(r, f"llama.cpp {r['name'].removeprefix('llama.cpp ')}"))
+                plans.append(line)
             continue
         if (r.get("recipe") or {}).get("tensors") and (r["recipe"].get("bpw") or r["recipe"].get("bpw_margin")):
             reg = registered_name(r)
@@ -135,8 +136,8 @@ def merge(runs: list[dict]) -> dict:
     commands = [base["command"]]
     for run in runs[1:]:
         for key in SAME:
-            same = (Path(run[key]).name == Path(base[key]).name) if key == "text" else run.get(key) == base.get(key)
-            if not same:       # the text by file name: runs give it relative or absolute
+            same = portable(run[key]) == portable(base[key]) if key == "text" else run.get(key) == base.get(key)
+            if not same:       # the text path as committed: runs give it relative or absolute
                 raise SystemExit(f"cannot merge: {key} differs ({run.get(key)!r} vs {base.get(key)!r})")
         ppl = next(r["perplexity"] for r in run["rows"] if r["name"] == "fp32 (reference)")
         if abs(ppl - ref_ppl) > 1e-6 * ref_ppl:     # float32 vs float64 log-softmax: ~1e-7
