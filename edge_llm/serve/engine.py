@@ -1,19 +1,31 @@
-"""The model loop: one thread steps every active request in turn, one model step per turn.
+"""The model loop: one thread runs every model step; requests in flight decode together.
 
-Why one thread taking turns rather than a thread per request: on the CPUs this is for, a decode step
-already uses every core (and, for a 2B model, all the memory bandwidth), so two requests stepping at
-the same time finish no sooner than taking turns (benchmarks/results/serve-concurrency.md) — but
-they contend, and per-reply energy could not be attributed (a step's process CPU time would include
-the other's). Taking turns keeps the measurement exact and the order fair: with `slots` requests
-active each gets every slots-th step, and a long prompt is prefilled `prefill_chunk` tokens per turn
-so it never stalls the others' streams for long. With speculative decoding (the model's speculator,
-`--speculate`) one turn's forward may verify several drafted tokens; the turns after it hand out
-the accepted ones without a forward.
+Batched decoding (the default): the active requests hold slots of a SlotPool (edge_llm.slots), and
+each round runs ONE forward with a row per decoding request, each row at its own length — on a
+bandwidth-bound CPU a step of 4 rows costs far less than 4 steps, because the weights are read once
+for all of them. A new request's prompt is prefilled alone into its slot, `prefill_chunk` tokens per
+round, between those decode forwards, so the running streams wait at most one piece per token
+(prefill and decode rows are not mixed in one forward). Records stay per request: a token's wall
+time is its own (turns included), the decode forward's energy is split evenly over its rows, a
+prefill piece's goes to its own request. A finished request's slot goes back to the operating system
+(its KV copied to the prompt cache first).
+
+With speculative decoding (the model's speculator, `--speculate lookup|draft:…`) requests take
+turns instead, one model step each on a KVCache of their own: one turn's forward may verify several
+drafted tokens, and the turns after it hand out the accepted ones without a forward.
+
+Why one thread and not a thread per request: a decode step already uses every core, so two requests
+stepping at the same time finish no sooner (benchmarks/results/serve-concurrency.md) — but they
+contend, and per-reply energy could not be attributed (a step's process CPU time would include
+the other's).
 
 Requests past the free slots wait in a bounded queue; past `max_queue` `submit` raises QueueFull
-(HTTP 429 with Retry-After). A job cancelled (client gone) runs no further step: the loop checks
-before each turn, so at most the step already running completes. A request's failure is its own:
-the loop logs it, answers that request with an error and carries on.
+(HTTP 429 with Retry-After). Memory is accounted per slot: a request needs room for its prompt and
+max_tokens on top of what the busy slots may still grow to, checked when it is submitted (HTTP 503
+before anything streams) and again when it takes a slot. A job cancelled (client gone) runs no
+further step: the loop checks before each round, so at most the step already running completes. A
+request's failure is its own: the loop logs it, answers that request with an error and carries on
+(a failed batched forward fails the requests in it, not the others).
 """
 from __future__ import annotations
 
@@ -29,9 +41,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import OutOfMemoryError
-from ..generate import TokenRecord, generate_tokens
+from ..generate import ReplyStream, TokenRecord, generate_tokens
 from ..records import CostSettings, ReplyRecord, StepMeter, log_reply, reply_record
 from ..sampling import SamplingParams
+from ..session import KV_CHUNK
+from ..slots import SlotPool
 from .metrics import ServerMetrics
 from .prompt_cache import PromptCache
 
@@ -83,6 +97,15 @@ class Job:
     pre_joules: float | None = None
     last_t: float = 0.0
     engine: "Engine | None" = None
+    # batched decoding: the job's slot, its reply, the token sampled and not yet fed
+    slot: int | None = None
+    reply: ReplyStream | None = None
+    token: int | None = None
+
+    @property
+    def positions(self) -> int:
+        """Context positions this request may fill: its prompt and its whole reply."""
+        return len(self.ids) + self.max_new_tokens
 
     def cancel(self) -> None:
         if not self.cancelled.is_set():
@@ -111,6 +134,8 @@ class Engine:
         self.prefill_chunk = max(1, prefill_chunk)
         self.costs, self.meter = costs, meter or StepMeter()
         self.prompt_cache = PromptCache(cache_bytes)
+        # speculation verifies drafts on a request's own cache: those requests take turns instead
+        self.pool = None if model.speculator is not None else SlotPool(self.session, self.slots, model.context_length)
         self.pending: collections.deque[Job] = collections.deque()
         self.active: list[Job] = []
         self.cond = threading.Condition()
@@ -119,7 +144,9 @@ class Engine:
         self._ids = itertools.count(1)
         self.metrics = ServerMetrics(running=lambda: len(self.active), queued=lambda: len(self.pending),
                                      cache_bytes=lambda: self.prompt_cache.nbytes,
-                                     cache_entries=lambda: len(self.prompt_cache), slots=self.slots)
+                                     cache_entries=lambda: len(self.prompt_cache), slots=self.slots,
+                                     kv_bytes=lambda: self.pool.resident_positions() * self.pool.bytes_per_position
+                                     if self.pool is not None else 0)
         self.thread = threading.Thread(target=self._run, name="edge-llm-model-loop", daemon=True)
 
     # ---------------------------------------------------------------- event-loop side
@@ -144,6 +171,11 @@ class Engine:
             self.cond.notify_all()
 
     @property
+    def batched(self) -> bool:
+        """True when requests in flight decode together (False: they take turns, for speculation)."""
+        return self.pool is not None
+
+    @property
     def healthy(self) -> bool:
         return self.thread.is_alive() and not self.closing
 
@@ -161,6 +193,9 @@ class Engine:
             if len(self.active) + len(self.pending) >= self.slots + self.max_queue:
                 self.metrics.rejected.inc()
                 raise QueueFull(self.retry_after())
+            if self.pool is not None:
+                # OutOfMemoryError (HTTP 503) now, before a stream starts; checked again when it takes a slot
+                self.pool.check_memory(min(job.positions, self.pool.max_len))
             self.pending.append(job)
             self.cond.notify_all()
         return job
@@ -194,24 +229,134 @@ class Engine:
                 self.pending.clear()
                 return True
             jobs = list(self.active)
+        if self.pool is not None:
+            self._batched_round(jobs)
+            return False
         for job in jobs:
             try:
                 self._turn(job)
-            except OutOfMemoryError as e:       # this request's cache does not fit: say so, keep serving
-                log.warning("request %s: %s", job.tag, e)
-                job.error_status = 503
-                self._finish(job, error=str(e))
             except Exception as e:  # noqa: BLE001  (one request's failure must not stop the loop)
-                log.exception("request %s failed", job.tag)
-                try:
-                    self._finish(job, error=f"{type(e).__name__}: {e}")
-                except Exception:  # noqa: BLE001  (even its record failed: drop it, still answer it)
-                    log.exception("request %s: finishing failed", job.tag)
-                    with self.cond:
-                        if job in self.active:
-                            self.active.remove(job)
-                    self._push(job, "error", f"{type(e).__name__}: {e}")
+                self._fail(job, e)
         return False
+
+    def _fail(self, job: Job, e: Exception) -> None:
+        """(in an except block) End `job` with an error: 503 when its cache does not fit, else 500."""
+        if isinstance(e, OutOfMemoryError):     # this request's cache does not fit: say so, keep serving
+            log.warning("request %s: %s", job.tag, e)
+            job.error_status = 503
+            self._finish(job, error=str(e))
+            return
+        log.exception("request %s failed", job.tag)
+        try:
+            self._finish(job, error=f"{type(e).__name__}: {e}")
+        except Exception:  # noqa: BLE001  (even its record failed: drop it, still answer it)
+            log.exception("request %s: finishing failed", job.tag)
+            with self.cond:
+                if job in self.active:
+                    self.active.remove(job)
+            if job.slot is not None and self.pool is not None:
+                self.pool.release(job.slot)
+                job.slot = None
+            self._push(job, "error", f"{type(e).__name__}: {e}")
+
+    # ---------------------------------------------------------------- batched decoding
+    def _batched_round(self, jobs: list[Job]) -> None:
+        """Seat new jobs in slots; one decode forward for every job with a token to feed; one prefill
+        piece for the oldest job still prefilling."""
+        live = []
+        for job in jobs:
+            try:
+                if job.cancelled.is_set():
+                    self._finish(job)
+                    continue
+                if job.slot is None:
+                    self._seat(job)
+            except Exception as e:  # noqa: BLE001
+                self._fail(job, e)
+                continue
+            if job in self.active:
+                live.append(job)
+        decoding = [j for j in live if j.token is not None]
+        if decoding:
+            self._decode(decoding)
+        prefilling = [j for j in live if j.reply is None and j.slot is not None]
+        if prefilling:
+            job = prefilling[0]
+            try:
+                self._prefill_piece(job)
+            except Exception as e:  # noqa: BLE001
+                self._fail(job, e)
+
+    def _seat(self, job: Job) -> None:
+        """Give `job` a slot (memory checked: OutOfMemoryError) holding its longest cached prefix."""
+        job.slot = self.pool.acquire(min(job.positions, self.pool.max_len))
+        cache = None
+        if job.use_cache:
+            cache, job.reuse, job.logits = self.prompt_cache.take(job.ids)
+        if cache is not None:
+            self.pool.load(job.slot, cache, job.reuse)
+        job.pending = np.asarray(job.ids[job.reuse:], np.int64)
+        if job.logits is not None:           # the whole prompt was cached with its logits: no prefill
+            self._start_reply(job, job.logits)
+
+    def _prefill_piece(self, job: Job) -> None:
+        """The next `prefill_chunk` tokens of `job`'s prompt, on its slot alone; its first token after the last."""
+        piece, job.pending = job.pending[:self.prefill_chunk], job.pending[self.prefill_chunk:]
+        logits, energy = self.meter.run(self.pool.prefill, job.slot, piece)
+        job.pre_joules = (job.pre_joules or 0.0) + energy.joules
+        if not job.pending.size:
+            job.logits = logits
+            self._start_reply(job, logits)
+
+    def _start_reply(self, job: Job, logits: np.ndarray) -> None:
+        job.reply = ReplyStream(self.tokenizer, params=job.params, max_new_tokens=job.max_new_tokens, history=job.ids,
+                                start=int(self.pool.lengths[job.slot]), max_len=self.pool.max_len,
+                                stop_strings=job.stop_strings, stop_ids=job.stop_ids or None,
+                                prompt_tokens=len(job.ids) - job.reuse, cached_tokens=job.reuse,
+                                energy_source=self.meter.describe() if job.pre_joules is not None else None)
+        token = job.reply.sample(logits)
+        # the reply's first token: its time and energy cover every prefill piece since admission
+        self._emit(job, job.reply.record(token, seconds=time.perf_counter() - job.started, joules=job.pre_joules))
+
+    def _decode(self, jobs: list[Job]) -> None:
+        """One forward with a row per job (each feeds its last token), then each job's next token."""
+        jobs = sorted(jobs, key=lambda j: j.slot)
+        try:
+            logits, energy = self.meter.run(self.pool.decode, [j.slot for j in jobs], [j.token for j in jobs])
+        except Exception as e:  # noqa: BLE001  (the forward failed: the requests in it fail, not the others)
+            for job in jobs:
+                self._fail(job, e)
+            return
+        self.metrics.forwards.inc()
+        self.metrics.forward_rows.inc(len(jobs))
+        share = energy.joules / len(jobs)          # energy split by rows
+        now = time.perf_counter()
+        for row, job in enumerate(jobs):
+            try:
+                token = job.reply.sample(logits[row])
+                self._emit(job, job.reply.record(token, seconds=now - job.last_t, joules=share))
+            except Exception as e:  # noqa: BLE001  (e.g. one request's sampler: its own failure)
+                self._fail(job, e)
+
+    def _emit(self, job: Job, rec: TokenRecord) -> None:
+        job.token = None if rec.finish_reason is not None else rec.token_id
+        job.last_t = time.perf_counter()
+        job.records.append(rec)
+        self._push(job, "token", rec)
+        if rec.finish_reason is not None:
+            self._finish(job)
+
+    def _release_slot(self, job: Job, *, keep: bool) -> None:
+        """Free `job`'s slot; with `keep`, its KV goes to the prompt cache first (a copy, when it fits)."""
+        slot, job.slot = job.slot, None
+        n = int(self.pool.lengths[slot])
+        try:
+            bytes_if_kept = -(-max(n, 1) // KV_CHUNK) * KV_CHUNK * self.pool.bytes_per_position
+            if keep and n and bytes_if_kept <= self.prompt_cache.budget:
+                fed = (job.ids + [r.token_id for r in job.records])[:n]
+                self.prompt_cache.put(fed, self.pool.to_cache(slot), prompt_len=len(job.ids), logits=job.logits)
+        finally:
+            self.pool.release(slot)
 
     def _admit(self) -> None:
         """(cond held) Drop cancelled waiters; move waiters into free slots."""
@@ -269,10 +414,12 @@ class Engine:
                 self.active.remove(job)
         if job.gen is not None:
             job.gen.close()
+        if job.slot is not None:
+            self._release_slot(job, keep=error is None)
         if job.cache is not None and error is None:
             fed = (job.ids + [r.token_id for r in job.records])[:job.cache.length]
             self.prompt_cache.put(fed, job.cache, prompt_len=len(job.ids), logits=job.logits)
-        job.cache = job.gen = job.logits = None
+        job.cache = job.gen = job.logits = job.token = None
         now = time.perf_counter()
         queue_s = (job.started or now) - job.submitted
         rec = reply_record(job.records, costs=self.costs, queue_s=queue_s, model=self.name,
