@@ -42,6 +42,8 @@ def generate_batch(session: ModelSession, tokenizer: Tokenizer, prompts: Sequenc
     (default: the model's). Every prompt is checked before anything runs (empty, or no room for a reply:
     ContextFullError); memory is checked as each prompt takes its slot (OutOfMemoryError)."""
     prompts = [list(map(int, p)) for p in prompts]
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
     if not prompts:
         return
     pool_len = min(max_len or session.context_length, session.context_length)

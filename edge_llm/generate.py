@@ -146,7 +146,7 @@ class ReplyStream:
             text, hit = stops.feed(decoder.push(token))
             if hit:
                 finish = "stop"
-        if finish is None and index == self.max_new_tokens - 1:
+        if finish is None and index >= self.max_new_tokens - 1:
             finish = "length"
             text += stops.feed(decoder.flush())[0] + stops.flush()
         if finish is None and position >= self.max_len:

@@ -241,3 +241,35 @@ def test_a_stream_that_does_not_fit_gets_503_before_it_starts(monkeypatch):
         monkeypatch.setattr(session_mod, "available_memory", lambda: 10 ** 12)
         r = httpx.post(srv.url + "/v1/completions", json=body | {"max_tokens": 5}, timeout=60)
         assert r.status_code == 200 and "data: [DONE]" in r.text
+
+
+def test_a_long_prompt_comes_in_pieces_between_the_running_streams_steps(exact, engine, monkeypatch):
+    """prefill_chunk 16: a 90-token prompt is 6 pieces, and a stream already decoding gets a token
+    between any two of them (its step waits for one piece at most)."""
+    calls, prefill, decode = [], SlotPool.prefill, SlotPool.decode
+    monkeypatch.setattr(SlotPool, "prefill", lambda self, slot, ids: calls.append(("p", slot)) or prefill(self, slot, ids))
+    monkeypatch.setattr(SlotPool, "decode", lambda self, slots, tokens: calls.append(("d", tuple(slots)))
+                        or decode(self, slots, tokens))
+    params = SamplingParams(logit_bias=NO_EOS)
+
+    async def main():
+        first = engine.submit(PROMPTS[1], params=params, max_new_tokens=40)
+        tokens = [(await first.events.get())[1].token_id]          # it is decoding now
+        second = engine.submit(PROMPTS[5], params=params, max_new_tokens=5)
+        tokens += [r.token_id async for r in first.stream()]
+        return tokens, [r.token_id async for r in second.stream()]
+    a, b = asyncio.run(main())
+    assert a == lone_tokens(exact, PROMPTS[1], params, 40) and b == lone_tokens(exact, PROMPTS[5], params, 5)
+    pieces = [k for k, c in enumerate(calls) if c == ("p", 1)]
+    assert len(pieces) == 6
+    for x, y in zip(pieces, pieces[1:]):
+        assert ("d", (0,)) in calls[x + 1:y], calls        # slot 0's stream stepped between the pieces
+
+
+def test_a_reply_whose_cache_cannot_be_kept_still_completes(exact, engine, monkeypatch):
+    def no_memory(self, slot, n=None):
+        raise OutOfMemoryError("not enough memory for the KV cache: simulated")
+    monkeypatch.setattr(SlotPool, "to_cache", no_memory)
+    params = SamplingParams(logit_bias=NO_EOS)
+    assert run_jobs(engine, [(PROMPTS[3], params, 6)]) == [lone_tokens(exact, PROMPTS[3], params, 6)]
+    assert len(engine.prompt_cache) == 0 and engine.pool.free == engine.slots

@@ -182,8 +182,11 @@ class Engine:
     def submit(self, ids: Sequence[int], *, params: SamplingParams, max_new_tokens: int,
                stop_strings: Sequence[str] = (), stop_ids: Sequence[int] = (), tag: str = "",
                use_cache: bool = True) -> Job:
-        """Queue a request (call on the event loop); raises QueueFull when slots and queue are full.
+        """Queue a request (call on the event loop); raises QueueFull when slots and queue are full,
+        OutOfMemoryError when its KV cache does not fit beside the busy slots'.
         `use_cache=False` computes the whole prompt even when a cached prefix exists."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
         job = Job(list(ids), params, max_new_tokens, tuple(stop_strings), tuple(stop_ids),
                   asyncio.get_running_loop(), tag=tag or f"req-{next(self._ids)}", use_cache=use_cache)
         job.engine = self
@@ -263,6 +266,11 @@ class Engine:
     def _batched_round(self, jobs: list[Job]) -> None:
         """Seat new jobs in slots; one decode forward for every job with a token to feed; one prefill
         piece for the oldest job still prefilling."""
+        owned = {j.slot for j in jobs if j.slot is not None}
+        for slot in np.flatnonzero(self.pool.busy):
+            if int(slot) not in owned:      # a slot whose job ended without freeing it (a bug): free it now
+                log.error("slot %d was busy with no request: freed", slot)
+                self.pool.release(int(slot))
         live = []
         for job in jobs:
             try:
@@ -355,6 +363,8 @@ class Engine:
             if keep and n and bytes_if_kept <= self.prompt_cache.budget:
                 fed = (job.ids + [r.token_id for r in job.records])[:n]
                 self.prompt_cache.put(fed, self.pool.to_cache(slot), prompt_len=len(job.ids), logits=job.logits)
+        except Exception:  # noqa: BLE001  (e.g. no memory for the copy: the reply is fine, only not cached)
+            log.warning("request %s: its KV cache was not kept for reuse", job.tag, exc_info=True)
         finally:
             self.pool.release(slot)
 
