@@ -273,3 +273,36 @@ def test_a_reply_whose_cache_cannot_be_kept_still_completes(exact, engine, monke
     params = SamplingParams(logit_bias=NO_EOS)
     assert run_jobs(engine, [(PROMPTS[3], params, 6)]) == [lone_tokens(exact, PROMPTS[3], params, 6)]
     assert len(engine.prompt_cache) == 0 and engine.pool.free == engine.slots
+
+
+class UnitMeter:
+    """Every model step costs exactly 1 J (a stand-in for the energy meter)."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def describe(self):
+        return "estimated: 1 J per step (test)"
+
+    def run(self, fn, *args):
+        self.steps += 1
+        return fn(*args), type("Reading", (), {"joules": 1.0})()
+
+
+def test_energy_is_split_by_rows_and_adds_up(exact):
+    from edge_llm.serve.engine import Engine
+    meter = UnitMeter()
+    engine = Engine(exact, name="tiny", slots=4, prefill_chunk=16, meter=meter)
+    engine.start()
+    try:
+        async def main():
+            jobs = [engine.submit(p, params=SamplingParams(logit_bias=NO_EOS), max_new_tokens=12) for p in PROMPTS[:4]]
+            recs = [[r async for r in j.stream()] for j in jobs]
+            return recs, [j.record for j in jobs]
+        recs, replies = asyncio.run(main())
+    finally:
+        engine.close()
+    # every step's joule is in exactly one reply: prefill pieces whole, decode forwards split over their rows
+    assert sum(r.joules for r in replies) == pytest.approx(meter.steps)
+    assert any(0 < t.joules < 1 for rs in recs for t in rs[1:]), "no decode forward was shared"
+    assert all(t.joules == pytest.approx(1 / round(1 / t.joules)) for rs in recs for t in rs[1:])
