@@ -306,3 +306,16 @@ def test_energy_is_split_by_rows_and_adds_up(exact):
     assert sum(r.joules for r in replies) == pytest.approx(meter.steps)
     assert any(0 < t.joules < 1 for rs in recs for t in rs[1:]), "no decode forward was shared"
     assert all(t.joules == pytest.approx(1 / round(1 / t.joules)) for rs in recs for t in rs[1:])
+
+
+@pytest.mark.parametrize("args, says", [(["--slots", "3"], "3 slot(s) decoding together"),
+                                        (["--slots", "2", "--speculate", "lookup"], "2 slot(s) taking turns")])
+def test_serve_says_whether_its_slots_decode_together(exact, args, says):
+    """On a float32-activation package `--speculate auto` would be lookup; beside other slots it is off."""
+    pytest.importorskip("uvicorn")
+    httpx = pytest.importorskip("httpx")
+    from serve_helpers import Serve
+    with Serve(str(exact.manifest.path), *args) as s:
+        health = httpx.get(f"http://127.0.0.1:{s.port}/health", timeout=5).json()
+    assert says in s.stderr and health["batched"] == ("lookup" not in args)
+    assert ("speculation lookup" if "lookup" in args else "speculation off") in s.stderr

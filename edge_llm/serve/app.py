@@ -182,7 +182,7 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
     async def health(request: Request) -> Response:
         ok = engine.healthy
         return JSONResponse({"status": "ok" if ok else "error", "model": engine.name, "slots": engine.slots,
-                             "running": len(engine.active), "queued": len(engine.pending),
+                             "batched": engine.batched, "running": len(engine.active), "queued": len(engine.pending),
                              "prompt_cache": engine.prompt_cache.stats()}, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
