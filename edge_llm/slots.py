@@ -91,14 +91,17 @@ class SlotPool:
         """Memory the busy slots may still make resident: positions reserved and not yet written."""
         return int(np.maximum(self.reserved - self.high, 0).sum()) * self.bytes_per_position
 
-    def check_memory(self, positions: int) -> None:
+    def check_memory(self, positions: int, *, reclaim: bool = False) -> None:
         """Raise OutOfMemoryError, before anything runs, when a new sequence of `positions` positions,
         on top of what the busy slots may still grow to, needs more memory than the machine has available
         (pages are resident only once written, so without this a pool too big for the machine would fail
-        later, mid-reply, with the kernel's out-of-memory killer)."""
+        later, mid-reply, with the kernel's out-of-memory killer). `reclaim`: count the pages of free slots
+        that still hold a sequence (parked) as available: they can be given back."""
         avail = _session.available_memory()
         if avail is None:
             return
+        if reclaim:
+            avail += int(self.high[~self.busy].sum()) * self.bytes_per_position
         need, others = positions * self.bytes_per_position, self.outstanding_bytes()
         if need + others > avail:
             mib = 2 ** 20
@@ -112,19 +115,29 @@ class SlotPool:
     def free(self) -> int:
         return int((~self.busy).sum())
 
-    def acquire(self, positions: int) -> int:
-        """The lowest free slot, reserved for a sequence of up to `positions` positions (checked against
-        the memory available: OutOfMemoryError). The lowest, so busy slots stay packed at the front
-        and a decode forward runs few sitting-out rows."""
+    def acquire(self, positions: int, *, slot: int | None = None, keep: int = 0) -> int:
+        """A free slot (default: the lowest), reserved for a sequence of up to `positions` positions
+        (checked against the memory available: OutOfMemoryError), holding the first `keep` positions it
+        holds now (a parked sequence continued in place; default: empty). The lowest, so busy slots stay
+        packed at the front and a decode forward runs few sitting-out rows."""
         if positions > self.max_len:
             raise ContextFullError(f"{positions} tokens do not fit the context of {self.max_len}")
-        free = np.flatnonzero(~self.busy)
-        if not free.size:
-            raise RuntimeError(f"all {self.slots} slots are busy")
-        self.check_memory(positions)
-        slot = int(free[0])
-        self.busy[slot], self.reserved[slot], self.lengths[slot] = True, positions, 0
+        if slot is None:
+            free = np.flatnonzero(~self.busy)
+            if not free.size:
+                raise RuntimeError(f"all {self.slots} slots are busy")
+            slot = int(free[0])
+        elif self.busy[slot]:
+            raise RuntimeError(f"slot {slot} is busy")
+        if not 0 <= keep <= min(self.lengths[slot], positions):
+            raise ValueError(f"cannot keep {keep} positions of a slot holding {self.lengths[slot]}")
+        self.check_memory(max(positions - int(self.high[slot]), 0) if keep else positions)
+        self.busy[slot], self.reserved[slot], self.lengths[slot] = True, positions, keep
         return slot
+
+    def park(self, slot: int) -> None:
+        """Free slot `slot` but keep its sequence (and its pages) for a later `acquire(slot=…, keep=…)`."""
+        self.busy[slot], self.reserved[slot] = False, 0
 
     def release(self, slot: int) -> None:
         """Free slot `slot`: forget its sequence and return its written pages to the operating system."""

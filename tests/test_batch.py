@@ -182,7 +182,9 @@ def test_concurrent_server_requests_each_get_the_lone_text(exact, engine):
     assert got == [lone_tokens(exact, p, params, 20) for p in PROMPTS]
     m = engine.metrics
     assert m.forward_rows.get() > 1.5 * m.forwards.get(), "the requests were not decoded together"
-    assert engine.pool.free == engine.slots and engine.pool.resident_positions() == 0
+    # every slot free; the pages still resident are the finished sequences parked for reuse, nothing else
+    assert engine.pool.free == engine.slots and engine.parked
+    assert engine.pool.resident_positions() == sum(p.ids.size for p in engine.parked.values())
 
 
 def test_a_failing_row_does_not_fail_the_others(exact, engine, monkeypatch):
@@ -274,7 +276,37 @@ def test_a_reply_whose_cache_cannot_be_kept_still_completes(exact, engine, monke
     monkeypatch.setattr(SlotPool, "to_cache", no_memory)
     params = SamplingParams(logit_bias=NO_EOS)
     assert run_jobs(engine, [(PROMPTS[3], params, 6)]) == [lone_tokens(exact, PROMPTS[3], params, 6)]
-    assert len(engine.prompt_cache) == 0 and engine.pool.free == engine.slots
+    assert list(engine.parked) == [0]
+    # another request wants slot 0: the parked sequence would move to the prompt cache, and cannot
+    assert run_jobs(engine, [(PROMPTS[4], params, 6)]) == [lone_tokens(exact, PROMPTS[4], params, 6)]
+    assert len(engine.prompt_cache) == 0 and list(engine.parked) == [0] and engine.pool.free == engine.slots
+
+
+def test_a_continuation_reuses_its_parked_slot_in_place(exact, engine, monkeypatch):
+    copies = []
+    for name in ("to_cache", "load"):
+        real = getattr(SlotPool, name)
+        monkeypatch.setattr(SlotPool, name, lambda self, *a, _r=real, _n=name: copies.append(_n) or _r(self, *a))
+    params = SamplingParams(logit_bias=NO_EOS)
+    first = run_jobs(engine, [(PROMPTS[4], params, 10)])[0]
+    turn2 = PROMPTS[4] + first + [7, 8, 9]
+    assert run_jobs(engine, [(turn2, params, 10)]) == [lone_tokens(exact, turn2, params, 10)]
+    assert copies == [] and engine.prompt_cache.reused_tokens == len(PROMPTS[4]) + 9   # the last reply token was never fed
+    assert list(engine.parked) == [0]
+
+
+def test_parked_sequences_give_their_memory_back_when_a_request_needs_it(exact, engine, monkeypatch):
+    bpp = engine.pool.bytes_per_position
+    limit = [10 ** 9]        # positions the "machine" holds; what the slots wrote is not available
+    monkeypatch.setattr(session_mod, "available_memory", lambda: (limit[0] - engine.pool.resident_positions()) * bpp)
+    params = SamplingParams(logit_bias=NO_EOS)
+    run_jobs(engine, [(PROMPTS[3], params, 20), (PROMPTS[4], params, 20)])
+    assert sorted(engine.parked) == [0, 1]
+    expected = lone_tokens(exact, PROMPTS[1], params, 40)
+    limit[0] = 80            # slot 1's 59 parked positions leave 21: too few for 2 + 40 ...
+    assert run_jobs(engine, [(PROMPTS[1], params, 40)]) == [expected]
+    assert list(engine.parked) == [0]          # ... so slot 1 gave its pages back (slot 0 went to the prompt cache)
+    assert len(engine.prompt_cache) == 1
 
 
 class UnitMeter:

@@ -7,8 +7,10 @@ for all of them. A new request's prompt is prefilled alone into its slot, `prefi
 round, between those decode forwards, so the running streams wait at most one piece per token
 (prefill and decode rows are not mixed in one forward). Records stay per request: a token's wall
 time is its own (turns included), the decode forward's energy is split evenly over its rows, a
-prefill piece's goes to its own request. A finished request's slot goes back to the operating system
-(its KV copied to the prompt cache first).
+prefill piece's goes to its own request. A finished request's sequence stays parked in its slot
+(`Parked`): a request that continues it (the next chat turn) takes that slot and prefills only what is
+new, with no copy; a slot wanted by another request first moves its parked sequence to the prompt
+cache; when memory is short, parked sequences give their pages back.
 
 With speculative decoding (the model's speculator, `--speculate lookup|draft:…`) requests take
 turns instead, one model step each on a KVCache of their own: one turn's forward may verify several
@@ -47,7 +49,7 @@ from ..sampling import SamplingParams
 from ..session import KV_CHUNK
 from ..slots import SlotPool
 from .metrics import ServerMetrics
-from .prompt_cache import PromptCache
+from .prompt_cache import MIN_COPY, PromptCache, common_prefix
 
 log = logging.getLogger("edge_llm.serve")
 
@@ -126,6 +128,16 @@ class Job:
                 raise JobFailed(value, self.error_status)
 
 
+@dataclass(eq=False)
+class Parked:
+    """A finished request's sequence left in its slot, continued in place by a request that extends it
+    (no copy); moved to the prompt cache only when its slot is wanted for another request."""
+    ids: np.ndarray                  # int64: exactly the slot's valid positions
+    prompt_len: int                  # ids[:prompt_len] was the prompt, which ended with `logits`
+    logits: np.ndarray | None
+    used: int
+
+
 class Engine:
     def __init__(self, model, *, name: str, slots: int = 4, max_queue: int = 16, cache_bytes: int = 1 << 30,
                  prefill_chunk: int = 256, costs: CostSettings = CostSettings(), meter: StepMeter | None = None):
@@ -136,6 +148,7 @@ class Engine:
         self.prompt_cache = PromptCache(cache_bytes)
         # speculation verifies drafts on a request's own cache: those requests take turns instead
         self.pool = None if model.speculator is not None else SlotPool(self.session, self.slots, model.context_length)
+        self.parked: dict[int, Parked] = {}
         self.pending: collections.deque[Job] = collections.deque()
         self.active: list[Job] = []
         self.cond = threading.Condition()
@@ -198,7 +211,7 @@ class Engine:
                 raise QueueFull(self.retry_after())
             if self.pool is not None:
                 # OutOfMemoryError (HTTP 503) now, before a stream starts; checked again when it takes a slot
-                self.pool.check_memory(min(job.positions, self.pool.max_len))
+                self.pool.check_memory(min(job.positions, self.pool.max_len), reclaim=True)
             self.pending.append(job)
             self.cond.notify_all()
         return job
@@ -296,16 +309,70 @@ class Engine:
                 self._fail(job, e)
 
     def _seat(self, job: Job) -> None:
-        """Give `job` a slot (memory checked: OutOfMemoryError) holding its longest cached prefix."""
-        job.slot = self.pool.acquire(min(job.positions, self.pool.max_len))
-        cache = None
-        if job.use_cache:
-            cache, job.reuse, job.logits = self.prompt_cache.take(job.ids)
-        if cache is not None:
-            self.pool.load(job.slot, cache, job.reuse)
+        """Give `job` a slot (memory checked: OutOfMemoryError) holding its longest cached prefix: a parked
+        slot it continues, in place; else the lowest free slot (its parked sequence moved to the prompt
+        cache first), filled from the prompt cache."""
+        positions = min(job.positions, self.pool.max_len)
+        found = self._parked_match(job.ids) if job.use_cache else None
+        if found is not None:
+            slot, job.reuse, job.logits = found
+            del self.parked[slot]
+            job.slot = self._acquire(positions, slot=slot, keep=job.reuse)
+            self.prompt_cache.count_hit(job.reuse)
+        else:
+            slot = int(np.flatnonzero(~self.pool.busy)[0])
+            if slot in self.parked:
+                self._spill(slot)
+            job.slot = self._acquire(positions, slot=slot)
+            cache = None
+            if job.use_cache:
+                cache, job.reuse, job.logits = self.prompt_cache.take(job.ids)
+            if cache is not None:
+                self.pool.load(job.slot, cache, job.reuse)
         job.pending = np.asarray(job.ids[job.reuse:], np.int64)
         if job.logits is not None:           # the whole prompt was cached with its logits: no prefill
             self._start_reply(job, job.logits)
+
+    def _parked_match(self, ids: list[int]) -> tuple[int, int, np.ndarray | None] | None:
+        """(slot, reusable positions, logits) of the parked sequence sharing the longest prefix with `ids`,
+        by the prompt cache's rules (at least the last prompt token recomputed unless the prompt is exactly
+        a parked one with its logits; a short shared prefix only when it is the whole parked sequence)."""
+        want = np.asarray(ids, np.int64)
+        best, best_n, exact = None, 0, False
+        for slot, p in self.parked.items():
+            n = common_prefix(p.ids, want)
+            whole = n == want.size == p.prompt_len and p.logits is not None
+            n = n if whole else min(n, want.size - 1)
+            if (whole, n) > (exact, best_n):
+                best, best_n, exact = slot, n, whole
+        if best is None or (best_n < self.parked[best].ids.size and best_n < MIN_COPY and not exact):
+            return None
+        return best, best_n, (self.parked[best].logits.copy() if exact else None)
+
+    def _acquire(self, positions: int, *, slot: int, keep: int = 0) -> int:
+        """pool.acquire; when the memory is short, parked sequences give their pages back first."""
+        try:
+            return self.pool.acquire(positions, slot=slot, keep=keep)
+        except OutOfMemoryError:
+            others = [s for s in self.parked if s != slot]
+            if not others:
+                raise
+            for s in others:
+                del self.parked[s]
+                self.pool.release(s)
+            return self.pool.acquire(positions, slot=slot, keep=keep)
+
+    def _spill(self, slot: int) -> None:
+        """Move a parked sequence to the prompt cache (a copy, when it fits its budget) and free its slot."""
+        p = self.parked.pop(slot)
+        n = int(self.pool.lengths[slot])
+        try:
+            if -(-max(n, 1) // KV_CHUNK) * KV_CHUNK * self.pool.bytes_per_position <= self.prompt_cache.budget:
+                self.prompt_cache.put(p.ids, self.pool.to_cache(slot), prompt_len=p.prompt_len, logits=p.logits)
+        except Exception:  # noqa: BLE001  (e.g. no memory for the copy: the sequence is only not kept)
+            log.warning("slot %d: its parked KV cache was not kept for reuse", slot, exc_info=True)
+        finally:
+            self.pool.release(slot)
 
     def _prefill_piece(self, job: Job) -> None:
         """The next `prefill_chunk` tokens of `job`'s prompt, on its slot alone; its first token after the last."""
@@ -355,17 +422,14 @@ class Engine:
             self._finish(job)
 
     def _release_slot(self, job: Job, *, keep: bool) -> None:
-        """Free `job`'s slot; with `keep`, its KV goes to the prompt cache first (a copy, when it fits)."""
+        """Free `job`'s slot; with `keep` (and the prompt cache on), its sequence stays parked in it."""
         slot, job.slot = job.slot, None
         n = int(self.pool.lengths[slot])
-        try:
-            bytes_if_kept = -(-max(n, 1) // KV_CHUNK) * KV_CHUNK * self.pool.bytes_per_position
-            if keep and n and bytes_if_kept <= self.prompt_cache.budget:
-                fed = (job.ids + [r.token_id for r in job.records])[:n]
-                self.prompt_cache.put(fed, self.pool.to_cache(slot), prompt_len=len(job.ids), logits=job.logits)
-        except Exception:  # noqa: BLE001  (e.g. no memory for the copy: the reply is fine, only not cached)
-            log.warning("request %s: its KV cache was not kept for reuse", job.tag, exc_info=True)
-        finally:
+        if keep and n and self.prompt_cache.budget > 0:
+            fed = np.asarray((job.ids + [r.token_id for r in job.records])[:n], np.int64)
+            self.parked[slot] = Parked(fed, len(job.ids), job.logits, next(self._ids))
+            self.pool.park(slot)
+        else:
             self.pool.release(slot)
 
     def _admit(self) -> None:
