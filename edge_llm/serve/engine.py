@@ -317,7 +317,11 @@ class Engine:
         if found is not None:
             slot, job.reuse, job.logits = found
             del self.parked[slot]
-            job.slot = self._acquire(positions, slot=slot, keep=job.reuse)
+            try:
+                job.slot = self._acquire(positions, slot=slot, keep=job.reuse)
+            except Exception:
+                self.pool.release(slot)        # not parked any more: its pages go back
+                raise
             self.prompt_cache.count_hit(job.reuse)
         else:
             slot = int(np.flatnonzero(~self.pool.busy)[0])
