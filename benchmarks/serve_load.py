@@ -11,6 +11,12 @@
 5. checks every completed reply equals its prompt's lone text, every other answer is a 429, the
    server is healthy and idle (every slot freed), and its resident memory is within 5% of before.
 
+Requests in flight decode together (batched). On a float32-activation package a batched row is its
+lone run's, so every reply must equal the lone text; on an int8-activation package (the bundled one,
+the default recipes) onnxruntime's batched and one-row kernels round differently, so a reply may leave
+its lone text at a near-tie: those are counted and reported ("left the lone text"), not failed
+(docs/serve.md, "Batched decoding").
+
 Exit code 0 when every check holds. Needs httpx (the test extra).
 """
 from __future__ import annotations
@@ -191,6 +197,10 @@ def main() -> int:
             server.kill()
 
     s = summarize(results, seconds=seconds)
+    from edge_llm.manifest import load_manifest
+    from edge_llm.paths import BUNDLED
+    from edge_llm.speculative import rows_exact
+    s["rows_exact"] = rows_exact(load_manifest(args.package or BUNDLED))
     s.update({"rss_before_bytes": before, "rss_after_bytes": after, "rss_change": after / before - 1,
               "healthy": health["status"] == "ok", "idle_after": health["running"] == 0 and health["queued"] == 0,
               "prompt_cache": health["prompt_cache"],
@@ -198,7 +208,9 @@ def main() -> int:
               "command": " ".join(["python", "benchmarks/serve_load.py", *sys.argv[1:]]),
               "cancelled_replies": _metric(metrics, 'edge_llm_replies_total{finish_reason="cancelled"}'),
               "machine": f"{os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.2f} at the end"})
-    checks = {"no errors": s["errors"] == 0, "every reply equals the lone text": s["wrong_text"] == 0,
+    text_check = ("every reply equals the lone text" if s["rows_exact"] else
+                  "every reply equals the lone text (not checked: int8 activations, batched rows round differently)")
+    checks = {"no errors": s["errors"] == 0, text_check: s["wrong_text"] == 0 or not s["rows_exact"],
               "healthy after": s["healthy"], "every slot freed": s["idle_after"],
               "RSS within 5%": abs(s["rss_change"]) <= 0.05,
               "some 429s, some disconnects": s["rejected_429"] > 0 and s["disconnected_mid_stream"] > 0}
@@ -230,7 +242,8 @@ def report(s: dict) -> str:
         f"with a disconnect after {st['disconnect_after']} chunks, in turn), {len(PROMPTS)} prompts, greedy, "
         f"max_tokens {st['max_tokens']}; server `--slots {st['slots']} --max-queue {st['max_queue']}`; "
         f"package {st['package'] or 'bundled minicpm-tiny-int4'}.", "",
-        "| requests | completed | disconnected mid-stream | 429 | errors | wrong text | p50 latency | p99 latency "
+        "| requests | completed | disconnected mid-stream | 429 | errors | "
+        + ("wrong text" if s["rows_exact"] else "left the lone text (int8 rounding)") + " | p50 latency | p99 latency "
         "| stream TTFT p50 | TTFT p99 | wall |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {s['requests']} | {s['completed']} | {s['disconnected_mid_stream']} | {s['rejected_429']} | {s['errors']} "

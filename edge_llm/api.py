@@ -91,6 +91,26 @@ class Model:
     def generate(self, prompt: str | Sequence[int], **kw) -> str:
         return "".join(r.text for r in self.stream(prompt, **kw))
 
+    def stream_batch(self, prompts: Sequence[str | Sequence[int]], *, params: SamplingParams | None = None,
+                     max_new_tokens: int = 256, slots: int = 8, stop_strings: Sequence[str] = (),
+                     ignore_eos: bool = False) -> Iterator[tuple[int, TokenRecord]]:
+        """Plain completions of many prompts decoded together, `slots` at a time (one forward per step
+        with a row per reply; edge_llm.batch): (prompt index, TokenRecord) as tokens are made. Each reply
+        is its lone `stream` run's — token for token on float32-activation packages, to the kernels'
+        rounding on int8-activation ones (docs/serve.md). No speculative decoding here."""
+        from .batch import generate_batch
+        ids = [self.tokenizer.encode(p, bos=True) if isinstance(p, str) else list(p) for p in prompts]
+        return generate_batch(self.session, self.tokenizer, ids, params=params or SamplingParams(),
+                              max_new_tokens=max_new_tokens, slots=slots, max_len=self.context_length,
+                              stop_strings=stop_strings, ignore_eos=ignore_eos)
+
+    def generate_batch(self, prompts: Sequence[str | Sequence[int]], **kw) -> list[str]:
+        """The completion of every prompt, in order (see `stream_batch`): for scripts that score many prompts."""
+        texts: list[list[str]] = [[] for _ in prompts]
+        for i, rec in self.stream_batch(prompts, **kw):
+            texts[i].append(rec.text)
+        return ["".join(t) for t in texts]
+
     def chat(self, messages: list[dict], *, params: SamplingParams | None = None,
              max_new_tokens: int = 256) -> Iterator[TokenRecord]:
         """One assistant reply to `messages` ([{"role": "user", "content": ...}, ...]), streamed."""

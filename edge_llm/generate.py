@@ -77,6 +77,68 @@ def _model_name(session) -> str:
     return manifest.path.name if manifest is not None else ""
 
 
+class ReplyStream:
+    """One reply's side of decoding, with no model step in it: logits in, a token out (penalties and
+    the sampler, `sample`), then that token's TokenRecord (its text, stop strings, finish reason,
+    `record`). generate_tokens feeds it one forward at a time; the server's batched loop and
+    edge_llm.batch feed it one row of a batched forward.
+
+    `history`: every id before the reply (for the penalties); `start`: the first generated token's
+    position; `max_len`: the context (a token at max_len or past it ends the reply: "context")."""
+
+    def __init__(self, tokenizer: Tokenizer, *, params: SamplingParams = SamplingParams(), max_new_tokens: int,
+                 history: Sequence[int] = (), start: int, max_len: int, stop_strings: Sequence[str] = (),
+                 stop_ids: Sequence[int] | None = None, ignore_eos: bool = False, prompt_tokens: int = 0,
+                 cached_tokens: int = 0, energy_source: str | None = None):
+        self.sampler = make_sampler(params)
+        self.seen = list(history)
+        self.processors = make_logits_processors(repetition=params.repetition_penalty, presence=params.presence_penalty,
+                                                 frequency=params.frequency_penalty, bias=params.logit_bias,
+                                                 reply_start=len(self.seen))
+        self.max_new_tokens, self.start, self.max_len = max_new_tokens, start, max_len
+        self.stop_ids = set(tokenizer.eos_ids if stop_ids is None else stop_ids)
+        self.ignore_eos = ignore_eos
+        self.decoder = tokenizer.stream()
+        self.stops = StopMatcher(stop_strings)
+        self.prompt_tokens, self.cached_tokens, self.energy_source = prompt_tokens, cached_tokens, energy_source
+        self.records: list[TokenRecord] = []
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.records) and self.records[-1].finish_reason is not None
+
+    def sample(self, logits: np.ndarray) -> int:
+        """The next token from this reply's logits (penalties, then the sampler); counted as seen."""
+        token = self.sampler(apply_processors(self.processors, self.seen, logits))
+        self.seen.append(token)
+        return token
+
+    def record(self, token: int, *, seconds: float, joules: float | None = None, drafted: int = 0,
+               accepted: int = 0, forwards: int = 1) -> TokenRecord:
+        """The TokenRecord of the reply's next token (kept in `records`)."""
+        index = len(self.records)
+        position = self.start + index
+        finish = None
+        stops, decoder = self.stops, self.decoder
+        if token in self.stop_ids and not self.ignore_eos:
+            text, finish = decoder.flush(), "eos"
+            text = stops.feed(text)[0] + stops.flush()
+        else:
+            text, hit = stops.feed(decoder.push(token))
+            if hit:
+                finish = "stop"
+        if finish is None and index >= self.max_new_tokens - 1:
+            finish = "length"
+            text += stops.feed(decoder.flush())[0] + stops.flush()
+        if finish is None and position >= self.max_len:
+            finish = "context"
+            text += stops.feed(decoder.flush())[0] + stops.flush()
+        rec = TokenRecord(token, text, index, position, seconds, self.prompt_tokens, finish, self.cached_tokens,
+                          joules, self.energy_source, drafted, accepted, forwards)
+        self.records.append(rec)
+        return rec
+
+
 def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache, new_ids: Sequence[int], *,
                     params: SamplingParams = SamplingParams(), max_new_tokens: int = 256,
                     stop_strings: Sequence[str] = (), history: Sequence[int] = (),
@@ -97,17 +159,9 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
     if logits is not None and len(new_ids):
         raise ValueError("pass either new_ids to prefill or the logits of a prompt already in the cache")
     cache.check_memory(cache.length + len(new_ids) + max_new_tokens)   # a clear error now, not the OOM killer later
-    sample = make_sampler(params)
     meter = meter or default_step_meter()
-    seen = list(history) + list(new_ids)
-    processors = make_logits_processors(repetition=params.repetition_penalty, presence=params.presence_penalty,
-                                        frequency=params.frequency_penalty, bias=params.logit_bias,
-                                        reply_start=len(seen))
-    stop_ids = set(tokenizer.eos_ids if stop_ids is None else stop_ids)
-    decoder = tokenizer.stream()
-    stops = StopMatcher(stop_strings)
     cached, source = cache.length, meter.describe()
-    out: list[TokenRecord] = []
+    reply: ReplyStream | None = None
     steps = None
     try:
         t0 = time.perf_counter()
@@ -115,39 +169,27 @@ def generate_tokens(session: ModelSession, tokenizer: Tokenizer, cache: KVCache,
             logits, energy = meter.run(prefill, session, cache, new_ids)
         else:
             logits, energy = logits.copy(), None
-        start = cache.length
+        reply = ReplyStream(tokenizer, params=params, max_new_tokens=max_new_tokens,
+                            history=list(history) + list(new_ids), start=cache.length, max_len=cache.max_len,
+                            stop_strings=stop_strings, stop_ids=stop_ids, ignore_eos=ignore_eos,
+                            prompt_tokens=len(new_ids), cached_tokens=cached, energy_source=source)
         if speculator is None:
-            steps = _plain_steps(session, cache, logits, energy, t0, sample=sample, processors=processors,
-                                 seen=seen, meter=meter)
+            steps = _plain_steps(session, cache, logits, energy, t0, sample=reply.sampler,
+                                 processors=reply.processors, seen=reply.seen, meter=meter)
         else:
-            steps = speculator.steps(session, cache, logits, energy, t0, sample=sample, params=params,
-                                     processors=processors, seen=seen, meter=meter, budget=max_new_tokens)
-        for index in range(max_new_tokens):
+            steps = speculator.steps(session, cache, logits, energy, t0, sample=reply.sampler, params=params,
+                                     processors=reply.processors, seen=reply.seen, meter=meter,
+                                     budget=max_new_tokens)
+        for _ in range(max_new_tokens):
             step = next(steps)
-            token, elapsed = step.token, step.seconds
-            position = start + index
-            finish = None
-            if token in stop_ids and not ignore_eos:
-                text, finish = decoder.flush(), "eos"
-                text = stops.feed(text)[0] + stops.flush()
-            else:
-                text, hit = stops.feed(decoder.push(token))
-                if hit:
-                    finish = "stop"
-            if finish is None and index == max_new_tokens - 1:
-                finish = "length"
-                text += stops.feed(decoder.flush())[0] + stops.flush()
-            if finish is None and position >= cache.max_len:
-                finish = "context"
-                text += stops.feed(decoder.flush())[0] + stops.flush()
-            out.append(TokenRecord(token, text, index, position, elapsed, len(new_ids), finish, cached,
-                                   step.joules, source, step.drafted, step.accepted, step.forwards))
-            yield out[-1]
-            if finish is not None:
+            rec = reply.record(step.token, seconds=step.seconds, joules=step.joules, drafted=step.drafted,
+                               accepted=step.accepted, forwards=step.forwards)
+            yield rec
+            if rec.finish_reason is not None:
                 return
     finally:
         if steps is not None:
             steps.close()      # a speculative stepper rolls back the KV of tokens not yet taken
         if log:
-            log_reply(reply_record(out, model=_model_name(session), prompt_tokens=cached + len(new_ids),
-                                   cached_tokens=cached))
+            log_reply(reply_record(reply.records if reply else [], model=_model_name(session),
+                                   prompt_tokens=cached + len(new_ids), cached_tokens=cached))

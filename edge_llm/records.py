@@ -3,9 +3,10 @@
 Energy: the generator meters every model step with bench's EnergyMeter (edge_llm.metering.step.StepMeter): a RAPL/hwmon
 package counter where one is readable ("measured"), else bench's stated power model ("estimated"),
 idle power subtracted as in bench. Each TokenRecord carries the joules of the step(s) that produced
-it, so a reply's energy is the sum of its own steps: replies that take turns on one machine (the
-server's model loop) do not count each other's work. Steps that run *at the same time* on different
-threads would each see the whole process's CPU time; nothing in edge-llm does that.
+it, so a reply's energy is the sum of its own steps: replies that share the server's model loop do
+not count each other's work (a batched decode forward's energy is split evenly over its rows). Steps
+that run *at the same time* on different threads would each see the whole process's CPU time;
+nothing in edge-llm does that.
 
 Cost: bench's cost model (edge_llm.metering.cost): electricity for the reply's joules at
 `price_per_kwh`, plus, when a device price is given, the device amortised over the reply's seconds.

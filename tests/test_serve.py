@@ -74,24 +74,10 @@ def test_openai_client_completions(server, client):
     assert "".join(c.choices[0].text for c in s if c.choices) == expected
 
 
-def test_concurrent_requests_each_get_the_lone_text(server, client):
-    expected = {q: lone(server, _messages(q)) for q in QUESTIONS}
-    got = {}
-
-    def ask(q, stream):
-        if stream:
-            s = client.chat.completions.create(model="tiny", messages=_messages(q), max_tokens=40, stream=True,
-                                               **GREEDY)
-            got[(q, stream)] = "".join(c.choices[0].delta.content or "" for c in s if c.choices)
-        else:
-            r = client.chat.completions.create(model="tiny", messages=_messages(q), max_tokens=40, **GREEDY)
-            got[(q, stream)] = r.choices[0].message.content
-    threads = [threading.Thread(target=ask, args=(q, st)) for q in QUESTIONS for st in (False, True)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert got == {(q, st): expected[q] for q in QUESTIONS for st in (False, True)}
+# Concurrent requests decode together (batched): on this int8-activation package a batched row rounds
+# differently from a lone one, so a reply may leave its lone text at a near-tie (docs/serve.md,
+# "Batched decoding"). Equality with the lone text is tested on float32-activation packages, where it
+# holds token for token: tests/test_batch.py.
 
 
 def test_stop_seed_and_logit_bias_reach_the_generator(server, client):
@@ -382,13 +368,46 @@ class CountingSession:
         return getattr(self._s, name)
 
 
-def test_cancel_runs_no_further_model_step():
+class CountingPool:
+    """The engine's slot pool (batched decoding) with a counter on its forwards and a switch to make them fail."""
+
+    def __init__(self, pool):
+        self._p, self.calls, self.fail = pool, 0, False
+
+    def _step(self, fn, *args):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("simulated onnxruntime failure")
+        return fn(*args)
+
+    def prefill(self, slot, ids):
+        return self._step(self._p.prefill, slot, ids)
+
+    def decode(self, slots, tokens):
+        return self._step(self._p.decode, slots, tokens)
+
+    def __getattr__(self, name):
+        return getattr(self._p, name)
+
+
+def counting(engine):
+    """Count (and break on demand) the model steps `engine` runs: its pool's, or its session's when it takes turns."""
+    if engine.batched:
+        engine.pool = CountingPool(engine.pool)
+        return engine.pool
+    engine.session = CountingSession(engine.session)
+    return engine.session
+
+
+@pytest.mark.parametrize("speculate", ["off", "lookup"])    # batched decoding; turns (speculation)
+def test_cancel_runs_no_further_model_step(speculate):
     from edge_llm.api import Model
     from edge_llm.paths import BUNDLED
     from edge_llm.serve.engine import Engine
-    model = Model.load(BUNDLED, threads=1)
+    model = Model.load(BUNDLED, threads=1, speculate=speculate)
     engine = Engine(model, name="tiny", slots=1)
-    engine.session = counting = CountingSession(model.session)
+    assert engine.batched == (speculate == "off")
+    counter = counting(engine)
     engine.start()
 
     async def run():
@@ -398,7 +417,7 @@ def test_cancel_runs_no_further_model_step():
         async for _ in job.stream():
             n += 1
             if n == 5:
-                at_cancel = counting.calls
+                at_cancel = counter.calls
                 job.cancel()
         return n, at_cancel, job.record
     try:
@@ -406,20 +425,20 @@ def test_cancel_runs_no_further_model_step():
     finally:
         engine.close()
     # tokens the loop made before the cancel still arrive; no model step starts after it (one may be running)
-    assert counting.calls <= at_cancel + 1, "a step ran after the cancel was seen"
+    assert 0 < at_cancel and counter.calls <= at_cancel + 1, "a step ran after the cancel was seen"
     assert rec.finish_reason == "cancelled" and rec.generated_tokens == n < 1000
 
 
 def test_a_failing_request_does_not_kill_the_server(server, client):
-    real = server.engine.session
-    server.engine.session = broken = CountingSession(real)
+    real = server.engine.pool
+    broken = counting(server.engine)
     broken.fail = True
     try:
         with pytest.raises(openai.InternalServerError) as e:
             client.chat.completions.create(model="tiny", messages=_messages("Who was Noah?"), max_tokens=5)
         assert "simulated onnxruntime failure" in str(e.value) and "Traceback" not in str(e.value)
     finally:
-        server.engine.session = real
+        server.engine.pool = real
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
     r = client.chat.completions.create(model="tiny", messages=_messages(QUESTIONS[0]), max_tokens=40, **GREEDY)
     assert r.choices[0].message.content == lone(server, _messages(QUESTIONS[0]))

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import EdgeLLMError
+from ..errors import EdgeLLMError, OutOfMemoryError
 from . import ollama
 from . import protocol as P
 from .engine import Engine, Job, JobFailed, QueueFull, ShuttingDown
@@ -89,6 +89,9 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
                              headers={"Retry-After": str(e.retry_after)}) from None
         except ShuttingDown as e:
             raise P.ApiError(str(e), status=503, code="server_shutting_down") from None
+        except OutOfMemoryError as e:      # its KV cache does not fit beside the busy slots' (edge_llm.slots)
+            raise P.ApiError(str(e), status=503, code="insufficient_memory",
+                             headers={"Retry-After": str(engine.retry_after())}) from None
 
     async def chat_completions(request: Request) -> Response:
         body = await read_json(request)
@@ -179,7 +182,7 @@ def build_app(engine: Engine, *, api_key: str | None = None, max_body_bytes: int
     async def health(request: Request) -> Response:
         ok = engine.healthy
         return JSONResponse({"status": "ok" if ok else "error", "model": engine.name, "slots": engine.slots,
-                             "running": len(engine.active), "queued": len(engine.pending),
+                             "batched": engine.batched, "running": len(engine.active), "queued": len(engine.pending),
                              "prompt_cache": engine.prompt_cache.stats()}, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:

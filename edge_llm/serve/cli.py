@@ -43,7 +43,8 @@ def default_cache_mb() -> float:
               help="Reply length for a request that names no max_tokens, and the most any request gets "
                    "(more is clamped; finish_reason 'length'). 0: only the context limits it.")
 @click.option("--slots", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Requests generating at once (they take turns, one model step each).")
+              help="Requests generating at once, decoded together: one forward per step with a row per "
+                   "request (llama-server's -np). With --speculate lookup|draft they take turns instead.")
 @click.option("--max-queue", type=click.IntRange(0, 10_000), default=16, show_default=True,
               help="Requests waiting for a slot; more get 429 with Retry-After.")
 @click.option("--cache-mb", type=click.FloatRange(0), default=None,
@@ -89,6 +90,9 @@ def serve(package_dir, host, port, api_key, model_name, max_tokens, slots, max_q
                     err=True)
     sock = bind_socket(host, port)     # before the model loads: a port in use is one line, exit 1
     port = sock.getsockname()[1]
+    # several slots decode in one batch; "auto" lookup would make them take turns instead (edge_llm.serve.engine)
+    if speculate == "auto" and slots > 1:
+        speculate = "off"
     model = Model.load(package_dir, threads=threads, context_length=context_length, speculate=speculate)
     note_context_clamp(context_length, model)
     meter = StepMeter(cpu_watts=cpu_watts)
@@ -107,7 +111,9 @@ def serve(package_dir, host, port, api_key, model_name, max_tokens, slots, max_q
     engine.start()
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"edge-llm serve · {name} · context {model.context_length} · max tokens "
-               f"{max_tokens or 'context'} · {slots} slot(s), queue {max_queue} · prompt cache {cache_mb:.0f} MiB · "
+               f"{max_tokens or 'context'} · {slots} slot(s) "
+               f"{'decoding together' if engine.batched else 'taking turns'}, "
+               f"queue {max_queue} · prompt cache {cache_mb:.0f} MiB · "
                f"energy {meter.describe()} · speculation {model.speculation_label()}", err=True)
     click.echo(f"chat page: http://{shown}:{port}/   API: http://{shown}:{port}/v1", err=True)
     server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,

@@ -115,7 +115,7 @@ class ServerMetrics:
     """Every figure of a reply record, as counters and histograms, plus the server's state."""
 
     def __init__(self, *, running: Callable[[], int], queued: Callable[[], int], cache_bytes: Callable[[], int],
-                 cache_entries: Callable[[], int], slots: int):
+                 cache_entries: Callable[[], int], slots: int, kv_bytes: Callable[[], int] = lambda: 0):
         r = self.registry = Registry()
         self.requests = r.add(Counter("requests_total", "HTTP requests by endpoint and status code.",
                                       ("endpoint", "code")))
@@ -129,6 +129,10 @@ class ServerMetrics:
         self.draft_tokens = r.add(Counter("draft_tokens_total", "Speculative decoding: draft tokens checked."))
         self.accepted_tokens = r.add(Counter("accepted_draft_tokens_total",
                                              "Speculative decoding: draft tokens accepted."))
+        self.forwards = r.add(Counter("decode_forwards_total",
+                                      "Batched decode forwards (one row per request decoding)."))
+        self.forward_rows = r.add(Counter("decode_rows_total", "Rows in those forwards: divided by "
+                                          "decode_forwards_total, the mean number of requests decoded together."))
         self.joules = r.add(Counter("energy_joules_total", "Energy of model steps, measured or estimated "
                                     "(label) with the same model as `edge-llm bench`.", ("energy",)))
         self.cost = r.add(Counter("cost_total", "Cost of replies (electricity + hardware amortisation) "
@@ -145,7 +149,8 @@ class ServerMetrics:
                                             (0.1, 0.5, 1, 5, 10, 50, 100, 500, 1000)))
         r.add(Gauge("requests_running", "Requests generating now.", running))
         r.add(Gauge("requests_queued", "Requests waiting for a slot.", queued))
-        r.add(Gauge("slots", "Requests that generate at once (taking turns step by step).", lambda: slots))
+        r.add(Gauge("slots", "Requests that generate at once (decoded together, one row each).", lambda: slots))
+        r.add(Gauge("kv_slot_bytes", "KV bytes the slots' sequences have written (resident, to a page).", kv_bytes))
         r.add(Gauge("prompt_cache_bytes", "KV bytes held by the prompt cache.", cache_bytes))
         r.add(Gauge("prompt_cache_entries", "Conversations held by the prompt cache.", cache_entries))
 

@@ -124,6 +124,12 @@ class PromptCache:
                 self.evictions += 1
             return True
 
+    def count_hit(self, reused: int) -> None:
+        """A hit found outside the stored entries (the server's parked slots), counted with these."""
+        with self._lock:
+            self.hits += 1
+            self.reused_tokens += reused
+
     def clear(self) -> None:
         with self._lock:
             self.entries.clear()
