@@ -24,6 +24,9 @@ from edge_llm.speculative import rows_exact
 
 from serve_load import PROMPTS       # (benchmarks/, this script's folder, is on the path)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "quality_peers"))
+from portable import portable  # noqa: E402
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,7 +67,7 @@ def main() -> int:
             steps += 1
     q = model.manifest.quantization
     lines = ["# Batched decoding vs lone runs", "",
-             f"`python benchmarks/batch_rounding.py {' '.join(sys.argv[1:])}` · package {model.manifest.path.name} "
+             f"`python benchmarks/batch_rounding.py {portable(' '.join(sys.argv[1:]))}` · package {model.manifest.path.name} "
              f"(accuracy_level {q.get('accuracy_level', '-')}, scale dtype {q.get('scale_dtype', '-')}, "
              f"precision {q.get('precision', '-')}; rows exact: {rows_exact(model.manifest)})", "",
              f"- greedy replies of {n} tokens, {len(prompts)} chat prompts decoded together: "

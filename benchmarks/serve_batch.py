@@ -36,6 +36,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "quality_peers"))
+from portable import portable  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -193,7 +196,7 @@ def main() -> int:
                for (name, n), rs in sorted(rows.items())]
     one = {s["server"]: s["aggregate_decode_tps"] for s in summary if s["streams"] == 1}
     lines = ["# Concurrent streams: batched decoding", "",
-             f"`python benchmarks/serve_batch.py {' '.join(sys.argv[1:])}` · {os.cpu_count()} logical CPUs, "
+             f"`python benchmarks/serve_batch.py {portable(' '.join(sys.argv[1:]))}` · {os.cpu_count()} logical CPUs, "
              f"{threads} threads · prompt {args.prompt_tokens} tokens, {args.tokens} tokens per stream, greedy, "
              f"end-of-sequence banned · median of {args.rounds} round(s)", "",
              "| server | streams | aggregate decode tok/s | × one stream | per-stream tok/s (median, min) | "
@@ -208,7 +211,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"command": sys.argv, "threads": threads, "summary": summary}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"command": [portable(a) for a in sys.argv], "threads": threads, "summary": summary}, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(text)
     return 0
