@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from . import hugepages
 from .errors import ContextFullError, OutOfMemoryError, PackageError
 from .manifest import KV_ITEMSIZE, Manifest, load_manifest
 
@@ -33,6 +34,7 @@ def kv_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
     if nbytes == 0 or not hasattr(mmap, "MAP_ANONYMOUS"):      # (Windows: a plain array)
         return np.zeros(shape, dtype)
     buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    hugepages.advise(buf)                          # 2 MiB pages where the kernel has them (edge_llm.hugepages)
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
@@ -194,6 +196,7 @@ class ModelSession:
         except Exception as e:  # onnxruntime raises its own exception types without a common base
             raise PackageError(f"{self.manifest.file('model')}: onnxruntime could not load it: "
                                f"{str(e).splitlines()[0]}") from e
+        hugepages.collapse_loaded()        # the prepacked weights onto 2 MiB pages (edge_llm.hugepages)
         io, kv = self.manifest.io, self.manifest.kv
         self.n_layers = kv.num_layers
         self.vocab = self.manifest.model.vocab_size

@@ -36,6 +36,8 @@ class GgufArch:
     permute_qk: bool                 # convert_hf_to_gguf.py's LlamaModel.permute on q/k rows
                                      # (rotate-half → interleaved)
     extra: tuple[tuple[str, str], ...] = ()   # (HF config key, how it is derived) for family-specific keys
+    names: tuple[tuple[str, str], ...] = ()   # per-layer GGUF -> HF names that differ from LAYER_NAMES
+    norm_shift: float = 0.0          # the converter stored RMSNorm weights as w + shift (Gemma's (1 + w))
 
 
 ARCHS = {
@@ -45,6 +47,11 @@ ARCHS = {
                                ("dim_model_base", "logit_scale"))),
     "qwen2": GgufArch("Qwen2ForCausalLM", permute_qk=False),
     "qwen3": GgufArch("Qwen3ForCausalLM", permute_qk=False),
+    # conversion/gemma.py's Gemma3Model: norms stored as 1 + w; the four layer norms named by position
+    "gemma3": GgufArch("Gemma3ForCausalLM", permute_qk=False, norm_shift=1.0,
+                       names=(("ffn_norm.weight", "pre_feedforward_layernorm.weight"),
+                              ("post_attention_norm.weight", "post_attention_layernorm.weight"),
+                              ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"))),
 }
 
 LAYER_NAMES = {
@@ -62,12 +69,13 @@ TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weig
 SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<n>\d{5})\.gguf$")
 
 
-def hf_name(gguf_name: str) -> str | None:
+def hf_name(gguf_name: str, arch: GgufArch | None = None) -> str | None:
     if gguf_name in TOP_NAMES:
         return TOP_NAMES[gguf_name]
+    layer_names = LAYER_NAMES | dict(arch.names) if arch else LAYER_NAMES
     m = re.fullmatch(r"blk\.(\d+)\.(.+)", gguf_name)
-    if m and m.group(2) in LAYER_NAMES:
-        return f"model.layers.{int(m.group(1))}.{LAYER_NAMES[m.group(2)]}"
+    if m and m.group(2) in layer_names:
+        return f"model.layers.{int(m.group(1))}.{layer_names[m.group(2)]}"
     return None
 
 
@@ -158,6 +166,7 @@ class GgufTensor:
     shape: tuple[int, ...]           # HF order (rows, cols)
     raw: np.ndarray                  # gguf's view: float array or (rows, bytes) uint8
     rows: np.ndarray | None = None   # un-permutation of the output rows, if any
+    shift: float = 0.0               # subtracted on load (GgufArch.norm_shift, for norm weights)
 
 
 @dataclass
@@ -203,6 +212,8 @@ class GgufCheckpoint:
         except NotImplementedError:
             raise CheckpointError(f"{self.path}: tensor '{t.gguf_name}' is {t.gguf_type}, which gguf cannot "
                                   f"dequantize") from None
+        if t.shift:
+            w = w - np.float32(t.shift)
         return np.ascontiguousarray(w if t.rows is None else w[t.rows])
 
     def carried(self, name: str) -> Carried | None:
@@ -284,6 +295,15 @@ def hf_config(meta: dict, path: Path, *, tied: bool) -> dict:
         cfg["rope_scaling"] = {"rope_type": "linear", "factor": float(A("rope.scaling.factor"))}
     elif scaling not in ("none",):
         raise CheckpointError(f"{path}: {arch}.rope.scaling.type '{scaling}' is not supported (none or linear)")
+    if arch == "gemma3":    # llama.cpp's GEMMA3 graph (llama-model.cpp): what the GGUF leaves implicit
+        head_dim = cfg["head_dim"]
+        cfg |= {"hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+                "sliding_window": int(A("attention.sliding_window")), "sliding_window_pattern": 6,
+                "rope_local_base_freq": 10000.0,
+                # softmax scale 1/sqrt(head_dim), except the 62-layer 27B: 1/sqrt(hidden / heads)
+                "query_pre_attn_scalar": hidden / heads if layers == 62 else head_dim}
+        if f"{arch}.final_logit_softcapping" in meta:
+            cfg["final_logit_softcapping"] = float(meta[f"{arch}.final_logit_softcapping"])
     if arch == "minicpm":   # llama.cpp stores the derived scales (convert_hf_to_gguf.py's MiniCPMModel)
         cfg["scale_emb"] = float(A("embedding_scale"))
         cfg["scale_depth"] = float(A("residual_scale")) * math.sqrt(layers)
@@ -298,7 +318,7 @@ def _tensors(readers, path: Path, *, cfg: dict, arch: GgufArch) -> dict[str, Ggu
             if t.name == "rope_freqs.weight":
                 raise CheckpointError(f"{path}: tensor 'rope_freqs.weight' (llama 3 rope scaling as frequency "
                                       f"factors) is not supported yet")
-            name = hf_name(t.name)
+            name = hf_name(t.name, arch)
             if name is None:
                 raise CheckpointError(f"{path}: tensor '{t.name}' has no counterpart in this exporter's decoder")
             if name in out:
@@ -311,7 +331,8 @@ def _tensors(readers, path: Path, *, cfg: dict, arch: GgufArch) -> dict[str, Ggu
                     raise CheckpointError(f"{path}: tensor '{t.name}' has {shape[0]} rows, not a multiple of "
                                           f"2 x {heads} heads")
                 rows = unpermute_rows(shape[0], heads)
-            out[name] = GgufTensor(t.name, t.tensor_type.name, shape, t.data, rows)
+            shift = arch.norm_shift if name.endswith("norm.weight") else 0.0
+            out[name] = GgufTensor(t.name, t.tensor_type.name, shape, t.data, rows, shift)
     return out
 
 

@@ -119,8 +119,10 @@ def write_tiny(path: Path, spec: TinyGguf, *, skip_keys: tuple[str, ...] = (), s
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_dimension_count(HEAD_DIM)
-    if spec.arch == "qwen3":
+    if spec.arch in ("qwen3", "gemma3"):
         w.add_key_length(HEAD_DIM)
+    if spec.arch == "gemma3":
+        w.add_sliding_window(8)      # below the tests' 24 tokens: the window is exercised
     if spec.arch == "minicpm":
         w.add_embedding_scale(12.0)
         w.add_residual_scale(1.4 / LAYERS ** 0.5)
@@ -155,9 +157,12 @@ def write_tiny(path: Path, spec: TinyGguf, *, skip_keys: tuple[str, ...] = (), s
         if spec.arch == "qwen2":
             for n, rows in (("attn_q", HIDDEN), ("attn_k", KV_HEADS * HEAD_DIM), ("attn_v", KV_HEADS * HEAD_DIM)):
                 w.add_tensor(f"{p}.{n}.bias", (0.1 * rng.standard_normal(rows)).astype(np.float32))
-        if spec.arch == "qwen3":
+        if spec.arch in ("qwen3", "gemma3"):
             norm(f"{p}.attn_q_norm.weight", HEAD_DIM)
             norm(f"{p}.attn_k_norm.weight", HEAD_DIM)
+        if spec.arch == "gemma3":
+            norm(f"{p}.post_attention_norm.weight", HIDDEN)
+            norm(f"{p}.post_ffw_norm.weight", HIDDEN)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

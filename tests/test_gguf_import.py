@@ -11,7 +11,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from gguf_helpers import CHATML, TinyGguf, spm_vocab, write_tiny  # noqa: E402
+from gguf_helpers import CHATML, HIDDEN, TinyGguf, spm_vocab, write_tiny  # noqa: E402
 
 from edge_llm.errors import CheckpointError  # noqa: E402
 from edge_llm.export.gguf_blocks import CARRIED, carry, dequantize_carried  # noqa: E402
@@ -48,13 +48,14 @@ def _export(path: Path, out: Path, *, accuracy_level=1, precision="int4"):
 
 def _logits_vs_reference(gguf_path: Path, pkg: Path, n: int = 24):
     from edge_llm.export.families import family_for
+    from edge_llm.export.families.tensors import CanonicalTensors
     from edge_llm.export.gguf_import import open_gguf
     from edge_llm.export.reference import forward
     from edge_llm.session import ModelSession
     ids = np.random.default_rng(3).integers(0, 200, n)
     with open_gguf(gguf_path) as ck:
-        _, cfg = family_for(ck.config)
-        ref = forward(cfg, ck.load, ids)
+        family, cfg = family_for(ck.config)
+        ref = forward(cfg, CanonicalTensors(ck, family, cfg).load, ids)
     got = ModelSession(pkg, threads=1).logits_all(ids)
     return got, ref
 
@@ -67,6 +68,8 @@ CASES = {
     "qwen2-bias": TinyGguf(arch="qwen2", default="Q6_K", types={"token_embd": "Q6_K"}),
     "qwen3-qknorm": TinyGguf(arch="qwen3", default="Q5_K", types={"token_embd": "Q5_0"}),
     "minicpm-scales": TinyGguf(arch="minicpm", default="Q4_1", types={"token_embd": "Q4_K"}),
+    "gemma3-q4km-mix": TinyGguf(arch="gemma3", tokenizer="llama", default="Q5_0", types={
+        "token_embd": "Q8_0", "attn_output": "Q4_K", "ffn_down": "Q6_K", "attn_v": "Q8_0"}),
 }
 
 
@@ -338,3 +341,23 @@ def test_default_export_of_a_quantized_gguf_carries_it_without_a_budget(tmp_path
     assert res.exit_code == 0, res.output
     q = json.loads((tmp_path / "pkg" / "manifest.json").read_text())["quantization"]
     assert q["bpw"] is None and q["gguf"]
+
+
+def test_gemma3_norms_and_names_follow_the_converter(tmp_path):
+    """conversion/gemma.py stores every RMSNorm weight as 1 + w and names the four layer norms by position:
+    the import gives the family w (it adds the 1 back) and maps ffn_norm to pre_feedforward_layernorm."""
+    import gguf
+
+    from edge_llm.export.gguf_import import open_gguf
+    src = write_tiny(tmp_path / "g.gguf", CASES["gemma3-q4km-mix"])
+    raw = {t.name: np.array(t.data, np.float32) for t in gguf.GGUFReader(str(src)).tensors}
+    with open_gguf(src) as ck:
+        assert ck.config["architectures"] == ["Gemma3ForCausalLM"] and ck.config["sliding_window"] == 8
+        for theirs, ours in (("blk.0.attn_norm", "input_layernorm"), ("blk.0.ffn_norm", "pre_feedforward_layernorm"),
+                             ("blk.1.post_attention_norm", "post_attention_layernorm"),
+                             ("blk.1.post_ffw_norm", "post_feedforward_layernorm"),
+                             ("blk.0.attn_q_norm", "self_attn.q_norm")):
+            layer = theirs.split(".")[1]
+            np.testing.assert_array_equal(ck.load(f"model.layers.{layer}.{ours}.weight") + 1, raw[f"{theirs}.weight"])
+        np.testing.assert_array_equal(ck.load("model.norm.weight") + 1, raw["output_norm.weight"])
+        assert ck.load("model.layers.0.self_attn.q_proj.weight").shape == (HIDDEN, HIDDEN)

@@ -6,7 +6,14 @@
 #
 # Usage:  benchmarks/peers/setup_llamacpp.sh [VENV_DIR]
 #           VENV_DIR default: $PEERS_VENV, else ~/.cache/edge-llm-peers/venv (run_peers.py's default too)
-# Env:    PEERS_SRC_DIR   where the sdist is downloaded, extracted and built
+# Env:    PEERS_CMAKE_FLAGS  cmake flags instead of the native ones below.  On a guest whose CPU reports AMX
+#                         but faults on it (SIGILL in tinygemm_kernel_amx: an Intel Xeon VM here, Dec 2026),
+#                         build without -march=native and name the AVX-512 set instead:
+#                         PEERS_CMAKE_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON
+#                           -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON
+#                           -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON -DGGML_OPENMP=ON
+#                           -DGGML_CPU_REPACK=ON -DGGML_LLAMAFILE=ON -DLLAVA_BUILD=OFF"
+#         PEERS_SRC_DIR   where the sdist is downloaded, extracted and built
 #                         (default ~/.cache/edge-llm-peers/src; about 1.5 GB once built)
 #         PEERS_JOBS      compile jobs (default 2)      PEERS_NICE   nice level for compiles (default 10)
 #         PEERS_SKIP_TOOLS=1   do not build the llama.cpp tools (bindings only)
@@ -26,7 +33,7 @@ set -euo pipefail
 
 LCPP_PY_VERSION=0.3.36
 GGUF_VERSION=0.19.0
-TOOLS="llama-bench llama-quantize llama-perplexity llama-simple"
+TOOLS="llama-bench llama-quantize llama-perplexity llama-simple llama-server"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/edge-llm-peers"
 VENV="${1:-${PEERS_VENV:-$CACHE/venv}}"
@@ -36,7 +43,7 @@ NICE="${PEERS_NICE:-10}"
 SDIST="$SRC_ROOT/llama_cpp_python-$LCPP_PY_VERSION.tar.gz"
 SRC="$SRC_ROOT/llama_cpp_python-$LCPP_PY_VERSION"
 BUILD="$SRC_ROOT/build"
-CMAKE_FLAGS="-DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_CPU_REPACK=ON -DGGML_LLAMAFILE=ON -DLLAVA_BUILD=OFF"
+CMAKE_FLAGS="${PEERS_CMAKE_FLAGS:--DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_CPU_REPACK=ON -DGGML_LLAMAFILE=ON -DLLAVA_BUILD=OFF}"
 
 log() { printf '[setup_llamacpp %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
