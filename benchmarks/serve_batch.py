@@ -29,6 +29,7 @@ import os
 import socket
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -66,8 +67,8 @@ class Target:
 
     def start(self, slots: int, ctx: int) -> str:
         port = free_port()
-        self.proc = subprocess.Popen(self.cmd(port, slots, ctx), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)
+        self.log = tempfile.TemporaryFile("w+")      # a file, not a pipe: a chatty server never blocks on it
+        self.proc = subprocess.Popen(self.cmd(port, slots, ctx), stdout=subprocess.DEVNULL, stderr=self.log, text=True)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300
         while True:
@@ -77,8 +78,12 @@ class Target:
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{self.name} did not start: {self.proc.stderr.read()[-2000:]}")
+                raise SystemExit(f"{self.name} did not start: {self.tail()}")
             time.sleep(0.3)
+
+    def tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:]
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -181,6 +186,8 @@ def main() -> int:
                 url = t.start(n + 1, per_slot)
                 try:
                     r = asyncio.run(measure(url, n, prompts, probe, args.tokens, bias))
+                except Exception as e:
+                    raise SystemExit(f"{t.name}, {n} stream(s): {e!r}; its log ends:\n{t.tail()}") from e
                 finally:
                     t.stop()
                 rows.setdefault((t.name, n), []).append(r)

@@ -375,7 +375,10 @@ def carried_recipe(ckpt: GgufCheckpoint, recipe):
     """The user's recipe for the float tensors, with every exactly carried tensor pinned to its own bits and
     block (so packing and the manifest see them). Scales: float32 with float32 activations (accuracy level
     0-3: the kernels then see the exact weights and unrounded inputs); with int8 activations (level 4) the
-    recipe's float16 scales — the GGUF's own bytes — where every carried scale is a float16 value."""
+    recipe's float16 scales: the GGUF's own bytes for Q4_0/Q4_1/Q5_*/Q8_0, and for the K-quants' d·sc a
+    rounding to float16 (relative 2^-11 per block, far below what rounding the activations to 8 bits
+    costs; carriage_report says which types). One Q6_K embedding no longer doubles every Q4_0 tensor's
+    scale bytes, as float32 scales for all did."""
     if recipe.precision == "fp32":
         return recipe
     pinned = {}
@@ -389,7 +392,7 @@ def carried_recipe(ckpt: GgufCheckpoint, recipe):
                           f"quantized ({kinds}) and are carried as they are; --bpw applies to F32/F16/BF16 GGUFs")
     if pinned:
         recipe = replace(recipe, bpw_margin=None)      # the default's margin plans float models only
-    half = recipe.scale_dtype == "float16" and recipe.accuracy_level == 4 and _half_exact(ckpt, list(pinned))
+    half = recipe.scale_dtype == "float16" and recipe.accuracy_level == 4
     return replace(recipe, scale_dtype="float16" if half else "float32", tensors={**recipe.tensors, **pinned})
 
 
@@ -404,6 +407,8 @@ def carriage_report(ckpt: GgufCheckpoint, recipe) -> dict:
             how = "dequantized to float32"
         elif ty in CARRIED:
             how = ckpt.carried(two_d[0]).describe()
+            if recipe.scale_dtype == "float16" and not _half_exact(ckpt, two_d):
+                how = how.replace("exact: ", "codes exact, scales rounded to float16: ", 1)
         elif ty in FLOAT_TYPES:
             how = "quantized by the recipe"
         else:

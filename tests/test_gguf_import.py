@@ -92,7 +92,7 @@ def test_package_equals_the_dequantized_model(case, tmp_path):
 
 def test_int8_activation_package_keeps_float16_scales(tmp_path):
     """With int8 activations the Q4_1/Q8_0 scales stay the GGUF's float16 values (its bytes), and the logits
-    stay close to the exact model; Q6_K's d·sc that is not a float16 value forces float32 scales."""
+    stay close to the exact model; Q6_K's d·sc that is not a float16 value is rounded to one, and said."""
     src = write_tiny(tmp_path / "m.gguf", TinyGguf(default="Q4_1", types={"token_embd": "Q8_0"}))
     r = _export(src, tmp_path / "pkg", accuracy_level=4)
     assert r.manifest["quantization"]["scale_dtype"] == "float16"
@@ -103,7 +103,13 @@ def test_int8_activation_package_keeps_float16_scales(tmp_path):
     assert (got.argmax(-1) == ref.argmax(-1)).mean() > 0.9
     src6 = write_tiny(tmp_path / "k.gguf", TinyGguf(default="Q6_K", types={"token_embd": "Q8_0"}))
     r6 = _export(src6, tmp_path / "pkg6", accuracy_level=4)
-    assert r6.manifest["quantization"]["scale_dtype"] == "float32"
+    assert r6.manifest["quantization"]["scale_dtype"] == "float16"
+    assert r6.manifest["quantization"]["gguf"]["types"]["Q6_K"]["carried"].startswith("codes exact, scales rounded")
+    assert r6.manifest["quantization"]["gguf"]["types"]["Q8_0"]["carried"].startswith("exact")
+    got, ref = _logits_vs_reference(src6, tmp_path / "pkg6")
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() > 0.9
+    r6x = _export(src6, tmp_path / "pkg6x", accuracy_level=1)       # float32 activations: exact, float32 scales
+    assert r6x.manifest["quantization"]["scale_dtype"] == "float32"
 
 
 def test_summary_and_manifest_name_each_type(tmp_path):
