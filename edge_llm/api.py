@@ -14,7 +14,7 @@ from .session import KVCache, ModelSession
 from .speculative import Speculator, parse_speculate
 from .tokenizer import Tokenizer
 
-DEFAULT_SPECULATE = "auto"  # edge_llm.speculative: lookup where it is exact (docs/speculative.md)
+DEFAULT_SPECULATE = "auto"  # edge_llm.speculative: lookup where it pays (docs/speculative.md)
 
 
 class Model:

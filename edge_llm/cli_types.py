@@ -130,8 +130,8 @@ def speculate_option(*, expose_value: bool = False):
     return click.option("--speculate", default="auto", show_default=True, callback=check, expose_value=expose_value,
                         metavar="auto|off|lookup|draft:PACKAGE",
                         help="Speculative decoding: n-gram prompt lookup or a same-tokenizer draft model. "
-                             "'auto' is lookup on packages where it keeps greedy output exact (float32 "
-                             "activations and scales), off elsewhere (docs/speculative.md).")
+                             "'auto' is lookup, drafting only while measured acceptance and cost say it pays "
+                             "(docs/speculative.md).")
 
 
 def note_context_clamp(asked: int | None, model) -> None:

@@ -379,8 +379,8 @@ def test_policy_drafts_only_when_it_pays_and_tries_again_later():
 def test_settings_records_and_refusals(bundled, fp32_family):
     assert parse_speculate(None) == parse_speculate("auto") == Speculation("lookup", auto=True)
     assert parse_speculate("lookup") == Speculation("lookup")
-    # auto: lookup where the k-row forward is exact (fp32), off on int8 activations (the bundled package)
-    assert Model(fp32_family["llama"].session, speculate="auto").speculator is not None
+    # auto: lookup on models of at least AUTO_MIN_PARAMETERS whatever their activations, off on smaller ones
+    assert Model(fp32_family["llama"].session, speculate="auto").speculator is None
     assert Model(bundled.session, speculate="auto").speculator is None
     assert Model(bundled.session, speculate="lookup").speculator is not None
     assert parse_speculate("off").enabled is False
@@ -410,13 +410,16 @@ def test_settings_records_and_refusals(bundled, fp32_family):
     ({"precision": "int4", "accuracy_level": 0, "scale_dtype": "float16"}, False),
     ({"precision": "int4", "accuracy_level": 4, "scale_dtype": "float32"}, False),
 ])
-def test_auto_speculates_only_where_k_rows_round_like_one(quantization, exact):
+def test_rows_exact_only_where_k_rows_round_like_one(quantization, exact):
     from types import SimpleNamespace
 
-    from edge_llm.speculative import rows_exact
-    manifest = SimpleNamespace(quantization=quantization)
-    assert rows_exact(manifest) is exact
-    assert parse_speculate("auto").resolve(manifest).enabled is exact
+    from edge_llm.speculative import AUTO_MIN_PARAMETERS, rows_exact
+    big = SimpleNamespace(quantization=quantization, model=SimpleNamespace(parameters=AUTO_MIN_PARAMETERS))
+    small = SimpleNamespace(quantization=quantization, model=SimpleNamespace(parameters=AUTO_MIN_PARAMETERS - 1))
+    assert rows_exact(big) is exact
+    assert parse_speculate("auto").resolve(big).mode == "lookup"      # whatever the activations
+    assert parse_speculate("auto").resolve(small).mode == "off"
+    assert parse_speculate("lookup").resolve(small).mode == "lookup"  # asked for by name: kept
 
 
 def test_cli_option(tmp_path):

@@ -12,9 +12,10 @@ prefill piece's goes to its own request. A finished request's sequence stays par
 new, with no copy; a slot wanted by another request first moves its parked sequence to the prompt
 cache; when memory is short, parked sequences give their pages back.
 
-With speculative decoding (the model's speculator, `--speculate lookup|draft:…`) requests take
-turns instead, one model step each on a KVCache of their own: one turn's forward may verify several
-drafted tokens, and the turns after it hand out the accepted ones without a forward.
+With speculative decoding (the model's speculator, `--speculate lookup|draft:…`, or the default
+`auto` with one slot) requests take turns instead, one model step each on a KVCache of their own: one
+turn's forward may verify several drafted tokens, and the turns after it hand out the accepted ones
+without a forward.
 
 Why one thread and not a thread per request: a decode step already uses every core, so two requests
 stepping at the same time finish no sooner (benchmarks/results/serve-concurrency.md) — but they
@@ -147,8 +148,11 @@ class Engine:
         self.prefill_chunk = max(1, prefill_chunk)
         self.costs, self.meter = costs, meter or StepMeter()
         self.prompt_cache = PromptCache(cache_bytes)
-        # speculation verifies drafts on a request's own cache: those requests take turns instead
-        self.pool = None if model.speculator is not None else SlotPool(self.session, self.slots, model.context_length)
+        # speculation verifies drafts on a request's own cache: those requests take turns instead. "auto"
+        # (the default) gives way to batching where several slots can decode together; asked for by name, kept
+        spec = model.speculator
+        self.speculator = None if spec is not None and spec.spec.auto and self.slots > 1 else spec
+        self.pool = None if self.speculator is not None else SlotPool(self.session, self.slots, model.context_length)
         self.parked: dict[int, Parked] = {}
         self.pending: collections.deque[Job] = collections.deque()
         self.active: list[Job] = []
@@ -471,7 +475,7 @@ class Engine:
                                       params=job.params, max_new_tokens=job.max_new_tokens,
                                       stop_strings=job.stop_strings, stop_ids=job.stop_ids or None,
                                       history=job.ids, meter=self.meter, log=False,
-                                      speculator=self.model.speculator)
+                                      speculator=self.speculator)
         rec = next(job.gen)
         now = time.perf_counter()
         if not job.records:
