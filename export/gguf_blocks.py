@@ -5,8 +5,12 @@ Every format here is a per-block scale times an integer code, minus (for some) a
   type   block bytes  value                      carried as (export/quant.py's QTensor)
   Q4_0   32   18      d·(q − 8)                  4-bit, block 32, implicit zero point 8, scale d
   Q8_0   32   34      d·q (q int8)               8-bit, block 32, code q+128 (implicit zero point 128)
-  Q5_0   32   22      d·(q − 16)                 "6-bit" codes (5 used), zero point 16: the 4+2 split
-  Q6_K   256  210     d·sc·(q − 32), sc int8/16  6-bit, block 16, scale d·sc: the 4+2 split
+  Q5_0   32   22      d·(q − 16)                 8-bit, block 32, code q+112 (implicit zero point 128): one
+                                                 kernel; the 4+2 split's 2-bit block-32 part cost 3x the
+                                                 4-bit part on Gemma 3 270M (2-bit kernels are slow)
+  Q6_K   256  210     d·sc·(q − 32), sc int8/16  8-bit, block 16, code q+96 (implicit zero point 128),
+                                                 scale d·sc (a 4+2 split at block 16 would hit
+                                                 onnxruntime's 2-bit block-16 fallback: ~75x slower)
   Q4_1   32   20      d·q + m                    4-bit, zero point 8, scale d, plus a min term m + 8d
   Q5_1   32   24      d·q + m                    6-bit (5 used), zero point 16, plus a min term m + 16d
   Q4_K   256  144     d·sc·q − dmin·mn (per 32)  4-bit, block 32, zero point 8, plus a min term
@@ -130,7 +134,8 @@ def carry(raw: np.ndarray, gguf_type: str, *, shape: tuple[int, int]) -> Carried
         return Carried(QTensor(codes, _f16(b[..., :2]), None, shape, 32, bits=8), None, gguf_type)
     if gguf_type == "Q5_0":
         codes = _nibbles32(b[..., 6:]) | (_high_bits32(b[..., 2:6]) << 4)
-        return Carried(_q6(codes, _f16(b[..., :2]), zp=16, shape=shape), None, gguf_type)
+        codes = codes.astype(np.uint8) + np.uint8(112)               # q − 16 = (q + 112) − 128
+        return Carried(QTensor(codes, _f16(b[..., :2]), None, shape, 32, bits=8), None, gguf_type)
     if gguf_type == "Q5_1":
         codes = _nibbles32(b[..., 8:]) | (_high_bits32(b[..., 4:8]) << 4)
         return _with_min(codes, _f16(b[..., :2]), _f16(b[..., 2:4]), bits=5, shape=shape, gguf_type=gguf_type)
@@ -140,7 +145,8 @@ def carry(raw: np.ndarray, gguf_type: str, *, shape: tuple[int, int]) -> Carried
         hi = np.stack([(qh.reshape(n, -1, 2, 32) >> s) & 3 for s in (0, 2, 4, 6)], axis=3)       # (n, S, 2, 4, 32)
         codes = lo.reshape(n, -1, 16) | (hi.reshape(n, -1, 16) << 4)                              # (n, S·16, 16)
         scales = (d[..., None] * sc.astype(np.float32)).reshape(n, -1)                            # (n, S·16)
-        return Carried(_q6(codes, scales, zp=None, shape=shape), None, gguf_type)
+        codes = codes.astype(np.uint8) + np.uint8(96)           # q − 32 = (q + 96) − 128
+        return Carried(QTensor(codes, scales.astype(np.float32), None, shape, 16, bits=8), None, gguf_type)
     if gguf_type in ("Q4_K", "Q5_K"):
         d, dmin = _f16(b[..., 0:2]), _f16(b[..., 2:4])
         sc, mn = _k_scale_min(b[..., 4:16])                                                      # (n, S, 8)

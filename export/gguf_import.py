@@ -385,7 +385,8 @@ def carried_recipe(ckpt: GgufCheckpoint, recipe):
     for name, t in ckpt.tensors.items():
         if t.gguf_type in CARRIED and len(t.shape) == 2:
             per = 16 if t.gguf_type == "Q6_K" else 32
-            pinned[name] = {"bits": {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q8_0": 8}.get(t.gguf_type, 6), "block_size": per}
+            bits = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q8_0": 8, "Q6_K": 8, "Q5_0": 8}.get(t.gguf_type, 6)
+            pinned[name] = {"bits": bits, "block_size": per}
     if recipe.bpw is not None and pinned:
         kinds = ", ".join(sorted({ckpt.tensors[n].gguf_type for n in pinned}))
         raise ExportError(f"{ckpt.path}: --bpw chooses each tensor's bits, but {len(pinned)} tensors here are already "

@@ -243,25 +243,51 @@ def tensor_plan(cfg: dict, embd_type: QT, mat_type: QT) -> list[tuple[str, tuple
     return plan
 
 
+HF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
+            "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+            "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+
+
+def hf_tensor(ckpt, cfg: dict, gguf_name: str) -> np.ndarray:
+    """The checkpoint's tensor for a GGUF name, q/k rows permuted as conversion/minicpm.py (LlamaModel.permute)
+    does: per head, rotate-half pairs interleaved."""
+    if gguf_name == "token_embd.weight":
+        return ckpt.load("model.embed_tokens.weight")
+    if gguf_name == "output_norm.weight":
+        return ckpt.load("model.norm.weight")
+    _, i, short, _ = gguf_name.split(".")
+    w = ckpt.load(f"model.layers.{i}.{HF_LAYER[short]}.weight")
+    if short in ("attn_q", "attn_k"):
+        heads = cfg["num_attention_heads"] if short == "attn_q" else cfg["num_key_value_heads"]
+        w = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return w
+
+
 def make_tensor(shape: tuple[int, ...], qtype: QT, rng: np.random.Generator, std: float,
-                chunk_elems: int = 1 << 24) -> np.ndarray:
-    """Random N(0, std^2) weights (norm weights = 1), quantized in row chunks of ~16M weights."""
+                chunk_elems: int = 1 << 24, source: np.ndarray | None = None) -> np.ndarray:
+    """Random N(0, std^2) weights (norm weights = 1), or `source`'s, quantized in row chunks of ~16M weights."""
     if len(shape) == 1:
-        return np.ones(shape, dtype=np.float32)
+        return np.ones(shape, dtype=np.float32) if source is None else np.asarray(source, np.float32)
     rows, cols = shape
     out = np.empty(byte_shape(shape, qtype), dtype=np.uint8)
     step = max(1, chunk_elems // cols)
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
-        w = rng.standard_normal((r1 - r0, cols), dtype=np.float32)
-        w *= np.float32(std)
+        if source is None:
+            w = rng.standard_normal((r1 - r0, cols), dtype=np.float32)
+            w *= np.float32(std)
+        else:
+            w = np.asarray(source[r0:r1], np.float32)
         out[r0:r1] = quantize(w, qtype)
     return out
 
 
 def write_gguf(out: Path, tokenizer_dir: Path, *, embd_type: QT = QT.Q6_K, mat_type: QT = QT.Q4_0,
-               seed: int = 0, std: float = 0.02, n_layers: int | None = None, log=print) -> Path:
-    cfg = dict(MINICPM_2B)
+               seed: int = 0, std: float = 0.02, n_layers: int | None = None, log=print, checkpoint=None) -> Path:
+    """`checkpoint` (an opened HF MiniCPM checkpoint, export/checkpoint.py): its config and weights instead of
+    the 2B shape's random ones; a matrix whose rows are not a multiple of 256 gets Q8_0 where Q6_K is asked
+    for, as llama-quantize's fallback does."""
+    cfg = dict(MINICPM_2B) if checkpoint is None else {**MINICPM_2B, **checkpoint.config}
     if n_layers is not None:
         cfg["num_hidden_layers"] = n_layers
     L = cfg["num_hidden_layers"]
@@ -275,7 +301,8 @@ def write_gguf(out: Path, tokenizer_dir: Path, *, embd_type: QT = QT.Q6_K, mat_t
     tmp = out.with_name(out.name + ".tmp")
     w = gguf.GGUFWriter(tmp, "minicpm")
     w.add_type(gguf.GGUFType.MODEL)
-    w.add_name(f"MiniCPM-2B shape, random weights ({mat_type.name}, token_embd {embd_type.name})")
+    w.add_name(f"MiniCPM-2B shape, random weights ({mat_type.name}, token_embd {embd_type.name})" if checkpoint is None
+               else f"{Path(checkpoint.path).name} ({mat_type.name}, token_embd {embd_type.name})")
     w.add_block_count(L)
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(cfg["hidden_size"])
@@ -283,7 +310,8 @@ def write_gguf(out: Path, tokenizer_dir: Path, *, embd_type: QT = QT.Q6_K, mat_t
     w.add_head_count(cfg["num_attention_heads"])
     w.add_head_count_kv(cfg["num_key_value_heads"])
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    ftype = {QT.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0, QT.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0}[mat_type]
+    ftype = {QT.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0, QT.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+             QT.Q6_K: gguf.LlamaFileType.MOSTLY_Q6_K}[mat_type]
     w.add_file_type(ftype)
     # muP trio, exactly as conversion/minicpm.py computes it from config.json
     w.add_embedding_scale(float(cfg["scale_emb"]))
@@ -305,6 +333,7 @@ def write_gguf(out: Path, tokenizer_dir: Path, *, embd_type: QT = QT.Q6_K, mat_t
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
     plan = tensor_plan(cfg, embd_type, mat_type)
+    plan = [(n, s, QT.Q8_0 if qt == QT.Q6_K and s[-1] % QK_K else qt) for n, s, qt in plan]
     for name, shape, qt in plan:
         bshape = byte_shape(shape, qt)
         dtype = np.float32 if qt == QT.F32 else np.uint8
@@ -317,7 +346,8 @@ def write_gguf(out: Path, tokenizer_dir: Path, *, embd_type: QT = QT.Q6_K, mat_t
     t0 = time.perf_counter()
     ss = np.random.SeedSequence(seed)
     for k, ((name, shape, qt), child) in enumerate(zip(plan, ss.spawn(len(plan)))):
-        arr = make_tensor(shape, qt, np.random.default_rng(child), std)
+        src = None if checkpoint is None else hf_tensor(checkpoint, cfg, name)
+        arr = make_tensor(shape, qt, np.random.default_rng(child), std, source=src)
         w.write_tensor_data(arr)
         if len(shape) == 2 and (k < 3 or name.endswith("ffn_down.weight")):
             log(f"  [{time.perf_counter() - t0:7.1f} s] {name} {shape} {qt.name}")
@@ -395,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--tokenizer-dir", type=Path, default=DEFAULT_TOKENIZER_DIR,
                     help="dir with tokenizer.model (+ tokenizer_config.json for the chat template)")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="a MiniCPM HF folder (e.g. ../shared/fixtures/minicpm-tiny): its weights, config and "
+                         "tokenizer instead of the 2B shape's random ones (needs edge-llm importable)")
+    ap.add_argument("--mat-type", choices=["Q4_0", "Q8_0", "Q6_K"], default="Q4_0", help="the matrices' type")
     ap.add_argument("--embd-type", choices=["Q6_K", "Q8_0", "Q4_0"], default="Q6_K",
                     help="token_embd (= tied output) type; Q6_K is llama-quantize's default Q4_0 mix, "
                          "Q4_0 is its --pure variant")
@@ -410,8 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.out.exists() and not a.force:
         print(f"{a.out} exists ({a.out.stat().st_size:,} B); --force to rewrite", file=sys.stderr)
     else:
-        write_gguf(a.out, a.tokenizer_dir, embd_type=QT[a.embd_type], seed=a.seed, std=a.std,
-                   n_layers=a.layers)
+        ckpt = None
+        if a.checkpoint:
+            from edge_llm.export.checkpoint import open_checkpoint
+            ckpt = open_checkpoint(a.checkpoint)
+        write_gguf(a.out, a.checkpoint or a.tokenizer_dir, embd_type=QT[a.embd_type], mat_type=QT[a.mat_type],
+                   seed=a.seed, std=a.std, n_layers=a.layers, checkpoint=ckpt)
     summary = summarize(a.out)
     if a.verify:
         summary["verify"] = verify_load(a.out)
