@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_llm.export.exporter import export_checkpoint
 from edge_llm.export.families import family_for
+from edge_llm.export.families.tensors import CanonicalTensors
 from edge_llm.export.gguf_import import open_gguf
 from edge_llm.export.recipe import BASE_RECIPE, RECIPES
 from edge_llm.export.reference import forward
@@ -65,9 +66,10 @@ def main() -> None:
         raise SystemExit(f"{a.text} has {len(ids)} tokens, fewer than {n}")
     refs, gots = [], {k: [] for k in sessions}
     with open_gguf(a.gguf) as ck:
-        _, cfg = family_for(ck.config)
+        family, cfg = family_for(ck.config)
+        canonical = CanonicalTensors(ck, family, cfg)          # the family's names (Gemma: its (1 + w) norms)
         cache = {}
-        get = lambda name: cache.setdefault(name, ck.load(name))
+        get = lambda name: cache.setdefault(name, canonical.load(name))
         for w in range(a.windows):
             win = ids[w * a.window_len:(w + 1) * a.window_len]
             refs.append(forward(cfg, get, win))
@@ -80,7 +82,7 @@ def main() -> None:
     from edge_llm.api import Model
     result["greedy"] = {}
     for k, p in pkgs.items():
-        m = Model.load(p, threads=2)
+        m = Model.load(p, threads=2, speculate="off")           # plain decoding: the packages' own text
         result["greedy"][k] = ["".join(r.text for r in m.chat([{"role": "user", "content": q}], max_new_tokens=40))
                                for q in PROMPTS]
     print(json.dumps(result, indent=1, ensure_ascii=False))

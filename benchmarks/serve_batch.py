@@ -29,8 +29,8 @@ import os
 import socket
 import statistics
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -179,6 +179,7 @@ def main() -> int:
             "-t", str(threads), "-tb", str(threads), "--no-webui", "-cb"]))
 
     rows: dict[tuple[str, int], list[dict]] = {}
+    failures: list[str] = []
     for rnd in range(args.rounds):
         order = counts if rnd % 2 == 0 else counts[::-1]
         for n in order:
@@ -186,8 +187,10 @@ def main() -> int:
                 url = t.start(n + 1, per_slot)
                 try:
                     r = asyncio.run(measure(url, n, prompts, probe, args.tokens, bias))
-                except Exception as e:
-                    raise SystemExit(f"{t.name}, {n} stream(s): {e!r}; its log ends:\n{t.tail()}") from e
+                except Exception as e:      # a server that dies is a result: said, and the run goes on
+                    failures.append(f"round {rnd + 1}, {t.name}, {n} stream(s): {e!r}")
+                    print(f"{failures[-1]}; its log ends:\n{t.tail()}", file=sys.stderr)
+                    continue
                 finally:
                     t.stop()
                 rows.setdefault((t.name, n), []).append(r)
@@ -215,10 +218,13 @@ def main() -> int:
                      f"{s['stream_ttft_median_s'] * 1000:.0f} / {s['stream_ttft_max_s'] * 1000:.0f} ms | "
                      f"{s['idle_ttft_s'] * 1000:.0f} → {s['loaded_ttft_s'] * 1000:.0f} ms "
                      f"({s['loaded_ttft_s'] / s['idle_ttft_s']:.2f}×) |")
+    if failures:
+        lines += ["", "Failed measurements (not in the medians): " + "; ".join(failures)]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"command": [portable(a) for a in sys.argv], "threads": threads, "summary": summary}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"command": [portable(a) for a in sys.argv], "threads": threads,
+                                         "summary": summary, "failures": failures}, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(text)
     return 0

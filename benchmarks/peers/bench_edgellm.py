@@ -95,7 +95,7 @@ def run_headline(a) -> dict[str, Any]:
     ctx = a.context_length or (a.prompt_len + a.gen_len)
     mem_before = memory_snapshot()
     t0 = time.perf_counter()
-    model = Model.load(a.package, threads=a.threads, context_length=ctx)
+    model = Model.load(a.package, threads=a.threads, context_length=ctx, speculate="off")   # plain decoding, as tg
     load_s = time.perf_counter() - t0
     mem_load = memory_snapshot()
     timer = ForwardTimer(model.session)
@@ -168,7 +168,7 @@ def run_depth(a) -> dict[str, Any]:
 
     depths = sorted({int(d) for d in a.depths.split(",")})
     t0 = time.perf_counter()
-    model = Model.load(a.package, threads=a.threads, context_length=a.context_length)
+    model = Model.load(a.package, threads=a.threads, context_length=a.context_length, speculate="off")
     load_s = time.perf_counter() - t0
     mem_load = memory_snapshot()
     sess = model.session

@@ -166,7 +166,7 @@ def _bench_threads(run: dict, package_dir: Path, manifest, settings: dict, meter
     run["memory"] = {"rss_before_load_bytes": rss_bytes(), "peak_rss_scope": scope}
     gc.collect()
     t0 = time.perf_counter()
-    model = Model.load(package_dir, threads=run["threads"])
+    model = Model.load(package_dir, threads=run["threads"], speculate="off")   # plain decoding: one token a step
     run["load_seconds"] = time.perf_counter() - t0
     run["threads_requested"], run["threads"] = run["threads"], model.session.threads
     run["memory"]["rss_after_load_bytes"] = rss_bytes()
