@@ -196,7 +196,7 @@ class ModelSession:
         except Exception as e:  # onnxruntime raises its own exception types without a common base
             raise PackageError(f"{self.manifest.file('model')}: onnxruntime could not load it: "
                                f"{str(e).splitlines()[0]}") from e
-        hugepages.collapse_loaded()        # the prepacked weights onto 2 MiB pages (edge_llm.hugepages)
+        hugepages.collapse_in_background()   # the prepacked weights onto 2 MiB pages (edge_llm.hugepages)
         io, kv = self.manifest.io, self.manifest.kv
         self.n_layers = kv.num_layers
         self.vocab = self.manifest.model.vocab_size

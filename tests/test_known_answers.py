@@ -85,7 +85,7 @@ def bench_report(tmp_path):
         mp.setattr(runner, "measure_read_bandwidth", lambda mib, threads: {
             "best_bytes_per_s": BANDWIDTH, "array_bytes": mib << 20, "method": "fake",
             "threads_1": {"threads": 1, "best_bytes_per_s": BANDWIDTH}})
-        fake_api = SimpleNamespace(Model=SimpleNamespace(load=lambda path, threads=None: _FakeModel(counter)))
+        fake_api = SimpleNamespace(Model=SimpleNamespace(load=lambda path, threads=None, speculate=None: _FakeModel(counter)))
         mp.setitem(sys.modules, "edge_llm.api", fake_api)       # what `from ..api import Model` finds
         return runner.run_bench(root, threads_list=[1], pp=[PP], tg=TG, depths=DEPTHS, reps=REPS, warmup=1,
                                 bandwidth_mib=8, idle_seconds=0.0, energy_root=root, price_per_kwh=PRICE_KWH,
