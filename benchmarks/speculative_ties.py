@@ -39,8 +39,10 @@ def main() -> None:
         if k >= min(len(plain), len(spec)):
             rows.append((p["set"], p["i"], k, None, None))
             continue
-        cache = m.cache()
-        logits = m.session.forward(np.asarray(p["prompt_ids"] + plain[:k], np.int64), cache)
+        cache = m.cache()                  # the path plain decoding took: the prompt, then one token a step
+        logits = m.session.forward(np.asarray(p["prompt_ids"], np.int64), cache)
+        for t in plain[:k]:
+            logits = m.session.forward(np.asarray([t], np.int64), cache)
         top = np.sort(logits)[::-1]
         rows.append((p["set"], p["i"], k, float(logits[plain[k]] - logits[spec[k]]), float(top[0] - top[1])))
     margins = [r[3] for r in rows if r[3] is not None]
