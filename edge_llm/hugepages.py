@@ -28,6 +28,8 @@ import os
 import sys
 import threading
 
+from .metering.probes import proc_kb_bytes
+
 MADV_HUGEPAGE = 14
 MADV_COLLAPSE = 25
 HUGE = 2 << 20
@@ -121,11 +123,4 @@ def wait(timeout: float | None = None) -> None:
 
 def anon_huge_bytes() -> int | None:
     """AnonHugePages of this process (/proc/self/smaps_rollup), None where unknown."""
-    try:
-        with open("/proc/self/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("AnonHugePages:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return proc_kb_bytes("/proc/self/smaps_rollup", "AnonHugePages")

@@ -21,6 +21,7 @@ import onnxruntime as ort
 from . import hugepages
 from .errors import ContextFullError, OutOfMemoryError, PackageError
 from .manifest import KV_ITEMSIZE, Manifest, load_manifest
+from .metering.probes import proc_kb_bytes
 
 KV_CHUNK = 256   # positions a cache grows by; also its first size
 KV_DTYPES = {name: np.dtype(name).type for name in KV_ITEMSIZE}   # the manifest's KV types as numpy types
@@ -40,14 +41,7 @@ def kv_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
 
 def available_memory() -> int | None:
     """Bytes the kernel says can be allocated without swapping (MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return proc_kb_bytes("/proc/meminfo", "MemAvailable")
 
 
 def physical_cores() -> int:

@@ -18,16 +18,21 @@ def folder_bytes(path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def proc_status_bytes(key: str) -> int | None:
-    """A `kB` line of /proc/self/status (VmRSS, VmHWM, ...) in bytes; None where there is none."""
+def proc_kb_bytes(path: str, key: str) -> int | None:
+    """A `Key:  N kB` line of a /proc file (status, meminfo, smaps_rollup) in bytes; None where there is none."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def proc_status_bytes(key: str) -> int | None:
+    """A `kB` line of /proc/self/status (VmRSS, VmHWM, ...) in bytes; None where there is none."""
+    return proc_kb_bytes("/proc/self/status", key)
 
 
 def ru_maxrss_bytes() -> int | None:
