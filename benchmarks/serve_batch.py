@@ -174,8 +174,11 @@ def main() -> int:
     if args.llama_server:
         if not args.gguf:
             raise SystemExit("--llama-server needs --gguf")
+        # -c is the whole KV across slots; llama-server rounds it to a multiple of 256 and splits it evenly, so
+        # each slot's share is rounded up to 256 first (a share below the request's length hangs the request)
         targets.append(Target("llama-server", lambda port, slots, ctx: [
-            args.llama_server, "-m", str(args.gguf), "--port", str(port), "-np", str(slots), "-c", str(ctx * slots),
+            args.llama_server, "-m", str(args.gguf), "--port", str(port), "-np", str(slots),
+            "-c", str(-(-ctx // 256) * 256 * slots),
             "-t", str(threads), "-tb", str(threads), "--no-webui", "-cb"]))
 
     rows: dict[tuple[str, int], list[dict]] = {}
