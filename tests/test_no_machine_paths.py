@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE_PATH = re.compile(r"(?<![\w.$~])/(?:work|home|tmp|root|Users)/")
+MACHINE_PATH_BYTES = re.compile(rb"(?<![\w.$~])/(?:work|home|tmp|root|Users)/[\w./-]{0,60}")
 
 
 def tracked_text_files() -> list[Path]:
@@ -27,7 +28,8 @@ def test_no_machine_paths_in_tracked_files():
             data = path.read_bytes()
         except OSError:          # a file deleted in the working tree
             continue
-        if b"\0" in data[:8192]:
+        if b"\0" in data[:8192]:      # binary (a tokenizer.model's trainer_spec can name its corpus): bytes
+            found += [f"{path.relative_to(ROOT)}: {m.group().decode('latin-1')}…" for m in MACHINE_PATH_BYTES.finditer(data)]
             continue
         for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
             if MACHINE_PATH.search(line):
