@@ -355,3 +355,17 @@ def test_serve_says_whether_its_slots_decode_together(exact, args, says):
         health = httpx.get(f"http://127.0.0.1:{s.port}/health", timeout=5).json()
     assert says in s.stderr and health["batched"] == ("lookup" not in args)
     assert ("speculation lookup" if "lookup" in args else "speculation off") in s.stderr
+
+
+def test_auto_speculation_gives_way_to_batching(exact, monkeypatch):
+    """`auto` lookup (here on a tiny package, the size floor lowered) decodes several slots together and says
+    speculation off; asked for by name, or with one slot, it is kept and requests take turns."""
+    from edge_llm import speculative
+    from edge_llm.api import Model
+    from edge_llm.serve.engine import Engine
+    monkeypatch.setattr(speculative, "AUTO_MIN_PARAMETERS", 0)
+    for speculate, slots, batched in (("auto", 3, True), ("auto", 1, False), ("lookup", 3, False)):
+        model = Model(exact.session, speculate=speculate)
+        assert model.speculator is not None
+        engine = Engine(model, name="tiny", slots=slots)
+        assert engine.batched is batched and engine.speculation_label == ("off" if batched else "lookup")

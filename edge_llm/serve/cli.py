@@ -90,9 +90,6 @@ def serve(package_dir, host, port, api_key, model_name, max_tokens, slots, max_q
                     err=True)
     sock = bind_socket(host, port)     # before the model loads: a port in use is one line, exit 1
     port = sock.getsockname()[1]
-    # several slots decode in one batch; "auto" lookup would make them take turns instead (edge_llm.serve.engine)
-    if speculate == "auto" and slots > 1:
-        speculate = "off"
     model = Model.load(package_dir, threads=threads, context_length=context_length, speculate=speculate)
     note_context_clamp(context_length, model)
     meter = StepMeter(cpu_watts=cpu_watts)
@@ -114,7 +111,7 @@ def serve(package_dir, host, port, api_key, model_name, max_tokens, slots, max_q
                f"{max_tokens or 'context'} · {slots} slot(s) "
                f"{'decoding together' if engine.batched else 'taking turns'}, "
                f"queue {max_queue} · prompt cache {cache_mb:.0f} MiB · "
-               f"energy {meter.describe()} · speculation {model.speculation_label()}", err=True)
+               f"energy {meter.describe()} · speculation {engine.speculation_label}", err=True)
     click.echo(f"chat page: http://{shown}:{port}/   API: http://{shown}:{port}/v1", err=True)
     server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,
                                    timeout_graceful_shutdown=GRACE_S), engine)

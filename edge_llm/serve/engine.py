@@ -194,6 +194,11 @@ class Engine:
         return self.pool is not None
 
     @property
+    def speculation_label(self) -> str:
+        """What the server's replies run: the model's speculation, or "off" where "auto" gave way to batching."""
+        return self.model.speculation_label() if self.speculator is not None else "off"
+
+    @property
     def healthy(self) -> bool:
         return self.thread.is_alive() and not self.closing
 
