@@ -33,6 +33,9 @@ from .quant import QTensor, dequantize, pack_bits, pack_zero_points, unpack_bits
 BYTES = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
          "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}   # type -> (values, bytes) per block
 CARRIED = tuple(BYTES)
+# type -> (bits, block size) of its carried form: what `carry` builds, and what the exporter pins each tensor to
+FORM = {"Q4_0": (4, 32), "Q4_1": (4, 32), "Q4_K": (4, 32), "Q8_0": (8, 32), "Q5_0": (8, 32), "Q6_K": (8, 16),
+        "Q5_1": (6, 32), "Q5_K": (6, 32)}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 from edge_llm.errors import CheckpointError, ExportError
 
 from .checkpoint import files_sha256
-from .gguf_blocks import CARRIED, Carried, carry, take_rows
+from .gguf_blocks import CARRIED, FORM, Carried, carry, take_rows
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
 FP16_SCALED = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")    # block scale = the stored float16 d
@@ -384,9 +384,8 @@ def carried_recipe(ckpt: GgufCheckpoint, recipe):
     pinned = {}
     for name, t in ckpt.tensors.items():
         if t.gguf_type in CARRIED and len(t.shape) == 2:
-            per = 16 if t.gguf_type == "Q6_K" else 32
-            bits = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q8_0": 8, "Q6_K": 8, "Q5_0": 8}.get(t.gguf_type, 6)
-            pinned[name] = {"bits": bits, "block_size": per}
+            bits, block = FORM[t.gguf_type]
+            pinned[name] = {"bits": bits, "block_size": block}
     if recipe.bpw is not None and pinned:
         kinds = ", ".join(sorted({ckpt.tensors[n].gguf_type for n in pinned}))
         raise ExportError(f"{ckpt.path}: --bpw chooses each tensor's bits, but {len(pinned)} tensors here are already "

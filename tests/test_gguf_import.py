@@ -14,7 +14,7 @@ gguf = pytest.importorskip("gguf")
 from gguf_helpers import CHATML, HIDDEN, TinyGguf, spm_vocab, write_tiny  # noqa: E402
 
 from edge_llm.errors import CheckpointError  # noqa: E402
-from edge_llm.export.gguf_blocks import CARRIED, carry, dequantize_carried  # noqa: E402
+from edge_llm.export.gguf_blocks import CARRIED, FORM, carry, dequantize_carried  # noqa: E402
 from edge_llm.export.quant import split_6bit  # noqa: E402
 
 MIX = {"attn_q": "Q4_K", "attn_k": "Q4_1", "attn_v": "Q6_K", "attn_output": "Q5_0", "ffn_gate": "Q5_1",
@@ -31,6 +31,7 @@ def test_block_formats_carry_exactly(qtype):
     raw = block_bytes(np.random.default_rng(1), qtype, rows=8, k=512)
     want = gguf.quants.dequantize(raw, getattr(gguf.GGMLQuantizationType, qtype)).reshape(8, 512)
     c = carry(raw, qtype, shape=(8, 512))
+    assert (c.q.bits, c.q.block_size) == FORM[qtype]          # the form the exporter pins the tensor to
     got = dequantize_carried(c)
     bad = np.argwhere(got != want)
     assert bad.size == 0, f"{qtype}: first differing value at (row, col) {tuple(bad[0])}: {got[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
