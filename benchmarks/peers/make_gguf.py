@@ -243,22 +243,13 @@ def tensor_plan(cfg: dict, embd_type: QT, mat_type: QT) -> list[tuple[str, tuple
     return plan
 
 
-HF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
-            "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-            "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
-
-
 def hf_tensor(ckpt, cfg: dict, gguf_name: str) -> np.ndarray:
-    """The checkpoint's tensor for a GGUF name, q/k rows permuted as conversion/minicpm.py (LlamaModel.permute)
-    does: per head, rotate-half pairs interleaved."""
-    if gguf_name == "token_embd.weight":
-        return ckpt.load("model.embed_tokens.weight")
-    if gguf_name == "output_norm.weight":
-        return ckpt.load("model.norm.weight")
-    _, i, short, _ = gguf_name.split(".")
-    w = ckpt.load(f"model.layers.{i}.{HF_LAYER[short]}.weight")
-    if short in ("attn_q", "attn_k"):
-        heads = cfg["num_attention_heads"] if short == "attn_q" else cfg["num_key_value_heads"]
+    """The checkpoint's tensor for a GGUF name (the importer's own name map, hf_name), q/k rows permuted
+    as conversion/minicpm.py (LlamaModel.permute) does: per head, rotate-half pairs interleaved."""
+    from edge_llm.export.gguf_import import hf_name
+    w = ckpt.load(hf_name(gguf_name))
+    if gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
+        heads = cfg["num_attention_heads"] if "attn_q" in gguf_name else cfg["num_key_value_heads"]
         w = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
     return w
 
